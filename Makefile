@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine (both idempotent):
+#   make run   - set up .venv and run the main job
+#   make test  - set up .venv (with test extras) and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check -q
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test setup system-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first: served from this machine's disk; otherwise pip resolves a CUDA build from PyPI.
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	@bash scripts/ensure_system_deps.sh
+
+run: setup
+	$(VENV)/bin/annotator segment resources/samples/coffee.png --point 300,200 --out mask.png
+
+test: setup system-deps
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/engine_latency.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,46 @@
+"""`annotator` command line: each subcommand lives in annotator/commands/<name>.py and
+registers itself through `register(subparsers)`; this module only dispatches."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `annotator --help`.
+COMMAND_MODULES = (
+    "annotator.commands.segment",
+    "annotator.commands.models",
+    "annotator.commands.project",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="annotator", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engines.alloc import tune_allocator
+    tune_allocator()   # before any model allocates (see engines/alloc.py)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from annotator.core.errors import CoreError
+    from engines.types import EngineError
+    try:
+        return int(args.func(args) or 0)
+    except (CoreError, EngineError, FileNotFoundError, PermissionError) as exc:
+        print(f"annotator {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

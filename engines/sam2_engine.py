@@ -1,0 +1,154 @@
+"""`sam2`: Meta's SAM 2.1 (Hiera T/S/B+/L) image path from the `sam2` package.
+
+Mirrors `sam2.sam2_image_predictor.SAM2ImagePredictor` (same transforms, feature
+reshaping, prompt concatenation, decoder call and upsampling), with feature sizes taken
+from the model's own `image_size` instead of the predictor's hard-coded 1024-px values.
+SAM 2's object-score head is kept: its logit comes back in `Prediction.extras`
+("object_score_logit", "object_present"); like the reference predictor, masks are not
+blanked when it is negative, so callers decide.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from .device import choose_device, encoder_autocast
+from .prompts import check_image, validate_prompt
+from .registry import register_engine
+from .decoder_cache import enable_decoder_reuse
+from .sam_common import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
+from .types import CheckpointError, Embedding, Prediction, Prompt
+
+SAM2_CONFIGS = {
+    "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def build_sam2_architecture(arch: str, overrides: list[str] | None = None):
+    from sam2.build_sam import build_sam2
+    if arch not in SAM2_CONFIGS:
+        raise CheckpointError(f"unknown SAM 2 architecture {arch!r}; choose one of {', '.join(SAM2_CONFIGS)}")
+    return build_sam2(SAM2_CONFIGS[arch], ckpt_path=None, device="cpu",
+                      hydra_overrides_extra=overrides or []).eval()
+
+
+def guess_sam2_arch(state: dict) -> str | None:
+    width = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if width is None:
+        return None
+    n_blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+    return {(96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+",
+            (144, 48): "hiera_l"}.get((int(width.shape[0]), n_blocks))
+
+
+@register_engine("sam2", tasks=("points", "box"),
+                 description="SAM 2.1 (Hiera T/S/B+/L), official checkpoints")
+class Sam2Engine:
+    name = "sam2"
+
+    def __init__(self, model, *, backbone_key: str, device: torch.device | str | None = None,
+                 exact: bool = False):
+        """`exact=True` upsamples masks with the reference's own torch ops (bit-exact);
+        the default uses OpenCV's resize (see sam_common.fast_masks)."""
+        from sam2.utils.transforms import SAM2Transforms
+        self.device = choose_device(str(device) if device is not None else None)
+        self.model = model.to(self.device).eval()
+        self.backbone_key = backbone_key
+        self.exact = exact
+        enable_decoder_reuse(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer)
+        self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
+        side = model.image_size
+        self.feat_sizes = [(side // 4, side // 4), (side // 8, side // 8), (side // 16, side // 16)]
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
+                        exact: bool = False, **_ignored):
+        state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
+        arch = arch or guess_sam2_arch(state)
+        if arch is None:
+            raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
+                                  f"{describe_checkpoint(state)}")
+        model = build_sam2_architecture(arch)
+        load_into(model, state, path, expected=f"SAM 2.1 {arch}")
+        return cls(model, backbone_key=f"sam2:{arch}:{checkpoint_identity(path)}", device=device,
+                   exact=exact)
+
+    @property
+    def input_side(self) -> int:
+        return int(self.model.image_size)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        image = check_image(image)
+        x = self.transforms(image)[None].to(self.device)
+        with encoder_autocast(self.device):
+            backbone_out = self.model.forward_image(x)
+            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+        if self.model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+        feats = [f.permute(1, 2, 0).reshape(1, -1, *size).float()
+                 for f, size in zip(vision_feats, self.feat_sizes)]
+        side = self.input_side
+        return Embedding(self.backbone_key, tuple(image.shape[:2]), (side, side),
+                         {"image_embed": feats[-1], "high_res_0": feats[0], "high_res_1": feats[1]})
+
+    @torch.no_grad()
+    def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
+        prompt = validate_prompt(prompt, emb.image_size)
+        low_res, scores, object_logit = self.decode(emb, prompt, default_multimask(prompt))
+        order = best_first(scores[0])
+        # masks come from the raw logits; the clamped ones are returned for feeding back,
+        # both as the reference does
+        if self.exact or self.device.type != "cpu":
+            masks = (self.postprocess(low_res[:, order], emb) > 0.0)[0].cpu().numpy()
+        else:
+            masks = fast_masks(low_res[0, order].float().numpy(), emb.image_size)
+        low_res = torch.clamp(low_res, -32.0, 32.0)
+        logit = float(object_logit.reshape(-1)[0])
+        return to_prediction(masks, scores, low_res, order, self.name,
+                             object_score_logit=logit, object_present=logit > 0)
+
+    def encode_prompt(self, emb: Embedding, prompt: Prompt):
+        """Box corners (labels 2, 3) first, then clicks, as SAM2ImagePredictor does."""
+        h, w = emb.image_size
+        scale = torch.tensor([self.input_side / w, self.input_side / h], device=self.device)
+        coords, labels = [], []
+        if prompt.box is not None:
+            coords.append(torch.as_tensor(prompt.box, dtype=torch.float, device=self.device).reshape(1, 2, 2))
+            labels.append(torch.tensor([[2, 3]], dtype=torch.int, device=self.device))
+        if prompt.points is not None:
+            coords.append(torch.as_tensor(prompt.points, dtype=torch.float, device=self.device)[None])
+            labels.append(torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None])
+        points = None
+        if coords:
+            points = (self._scale(torch.cat(coords, dim=1), w, h), torch.cat(labels, dim=1))
+        masks = None
+        if prompt.mask_logits is not None:
+            masks = torch.as_tensor(prompt.mask_logits, dtype=torch.float, device=self.device)[None]
+        return self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks)
+
+    def _scale(self, coords: torch.Tensor, w: int, h: int) -> torch.Tensor:
+        # Same operations, in the same order, as SAM2Transforms.transform_coords.
+        coords = coords.clone()
+        coords[..., 0] = coords[..., 0] / w
+        coords[..., 1] = coords[..., 1] / h
+        return coords * self.input_side
+
+    def decode(self, emb: Embedding, prompt: Prompt, multimask: bool):
+        sparse, dense = self.encode_prompt(emb, prompt)
+        f = {k: v.to(self.device) for k, v in emb.features.items()}
+        low_res, scores, _, object_logit = self.model.sam_mask_decoder(
+            image_embeddings=f["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            multimask_output=multimask, repeat_image=False,
+            high_res_features=[f["high_res_0"], f["high_res_1"]])
+        return low_res, scores, object_logit
+
+    def postprocess(self, low_res: torch.Tensor, emb: Embedding) -> torch.Tensor:
+        return upsample_logits(low_res.float(), emb.image_size)

@@ -1,0 +1,122 @@
+"""`sam`: Meta's Segment Anything (ViT-B/L/H) from the `segment_anything` package.
+
+Mirrors `segment_anything.SamPredictor` step for step (same resize, coordinate transform,
+normalisation, decoder call and upsampling) so masks equal the reference exactly; the
+only difference on the default path is that candidates come back best first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .checkpoints import checkpoint_identity, load_into, load_state_dict
+from .device import choose_device, encoder_autocast
+from .prompts import check_image, validate_prompt
+from .registry import register_engine
+from .decoder_cache import enable_decoder_reuse
+from .sam_common import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
+                         upsample_logits)
+from .types import CheckpointError, Embedding, Prediction, Prompt
+
+SAM_ARCHS = ("vit_b", "vit_l", "vit_h")
+
+
+def build_sam_architecture(arch: str) -> Sam:
+    """The official architecture with random weights (checkpoint loaded separately)."""
+    from segment_anything import sam_model_registry
+    if arch not in SAM_ARCHS:
+        raise CheckpointError(f"unknown SAM architecture {arch!r}; choose one of {', '.join(SAM_ARCHS)}")
+    return sam_model_registry[arch](checkpoint=None)
+
+
+def guess_sam_arch(state: dict) -> str | None:
+    pos = state.get("image_encoder.pos_embed")
+    return None if pos is None else {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
+
+
+@register_engine("sam", tasks=("points", "box"),
+                 description="Segment Anything (ViT-B/L/H), official checkpoints")
+class SamEngine:
+    name = "sam"
+
+    def __init__(self, model: Sam, *, backbone_key: str, device: torch.device | str | None = None,
+                 exact: bool = False):
+        """`exact=True` upsamples masks with the reference's own torch ops (bit-exact);
+        the default uses OpenCV's resize (see sam_common.fast_masks)."""
+        self.device = choose_device(str(device) if device is not None else None)
+        self.model = model.to(self.device).eval()
+        self.backbone_key = backbone_key
+        self.exact = exact
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        enable_decoder_reuse(self.model.prompt_encoder, self.model.mask_decoder.transformer)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
+                        exact: bool = False, **_ignored):
+        state = load_state_dict(path, expected=f"SAM {arch or 'ViT'}")
+        arch = arch or guess_sam_arch(state)
+        if arch is None:
+            from .checkpoints import describe_checkpoint
+            raise CheckpointError(f"checkpoint {path} is not a SAM checkpoint: it looks like "
+                                  f"{describe_checkpoint(state)}")
+        model = build_sam_architecture(arch)
+        load_into(model, state, path, expected=f"SAM {arch}")
+        return cls(model, backbone_key=f"sam:{arch}:{checkpoint_identity(path)}", device=device,
+                   exact=exact)
+
+    @property
+    def input_side(self) -> int:
+        return int(self.model.image_encoder.img_size)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        image = check_image(image)
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        with encoder_autocast(self.device):
+            features = self.model.image_encoder(self.model.preprocess(x))
+        return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
+                         {"image_embed": features.float()})
+
+    @torch.no_grad()
+    def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
+        prompt = validate_prompt(prompt, emb.image_size)
+        low_res, scores = self.decode(emb, prompt, default_multimask(prompt))
+        order = best_first(scores[0])
+        if self.exact or self.device.type != "cpu":
+            masks = (self.postprocess(low_res[:, order], emb) > self.model.mask_threshold)[0].cpu().numpy()
+        else:
+            masks = fast_masks(low_res[0, order].numpy(), emb.image_size, side=self.input_side,
+                               input_size=emb.input_size, threshold=self.model.mask_threshold)
+        return to_prediction(masks, scores, low_res, order, self.name)
+
+    def encode_prompt(self, emb: Embedding, prompt: Prompt):
+        """Prompt -> (sparse, dense) embeddings, with the reference's coordinate maths."""
+        points = box = None
+        if prompt.points is not None:
+            coords = self.transform.apply_coords(prompt.points, emb.image_size)
+            points = (as_tensor(coords, self.device)[None],
+                      torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None])
+        if prompt.box is not None:
+            box = as_tensor(self.transform.apply_boxes(prompt.box, emb.image_size), self.device)
+        masks = as_tensor(prompt.mask_logits, self.device)
+        return self.model.prompt_encoder(points=points, boxes=box,
+                                         masks=None if masks is None else masks[None])
+
+    def decode(self, emb: Embedding, prompt: Prompt, multimask: bool):
+        sparse, dense = self.encode_prompt(emb, prompt)
+        return self.model.mask_decoder(
+            image_embeddings=emb.features["image_embed"].to(self.device),
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            multimask_output=multimask)
+
+    def postprocess(self, low_res: torch.Tensor, emb: Embedding) -> torch.Tensor:
+        """Low-res logits -> logits at the original size, exactly as Sam.postprocess_masks."""
+        side = self.input_side
+        up = upsample_logits(low_res, (side, side))[..., : emb.input_size[0], : emb.input_size[1]]
+        return upsample_logits(up, emb.image_size)

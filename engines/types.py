@@ -1,0 +1,86 @@
+"""The engine layer's vocabulary: prompts in, predictions out, embeddings in between.
+
+Coordinates are always original-image pixels (x right, y down); engines map them to
+their own input resolution internally.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class EngineError(Exception):
+    """Base class for errors the engine layer reports to users (clear, one line)."""
+
+
+class PromptError(EngineError, ValueError):
+    """A prompt that cannot be answered: empty, malformed, or outside the image."""
+
+
+class CheckpointError(EngineError):
+    """A checkpoint file that is missing, truncated, unsafe or of another architecture."""
+
+
+class ImageError(EngineError, ValueError):
+    """An image array the engines cannot take (wrong dtype, shape or channels)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    points: np.ndarray | None = None        # (N, 2) float, x, y in image pixels
+    labels: np.ndarray | None = None        # (N,) int, 1 = object, 0 = background
+    box: np.ndarray | None = None           # (4,) x0, y0, x1, y1 in image pixels
+    mask_logits: np.ndarray | None = None   # (1, h, w) low-res logits of the previous answer
+    text: str | None = None
+    multimask: bool | None = None           # None: engine decides (True for one point)
+
+    @property
+    def is_empty(self) -> bool:
+        return (self.points is None or len(self.points) == 0) and self.box is None \
+            and self.mask_logits is None and not self.text
+
+
+@dataclass
+class Prediction:
+    masks: np.ndarray            # (K, H, W) bool at original image size, best first
+    scores: np.ndarray           # (K,) predicted IoU (or engine's confidence)
+    low_res_logits: np.ndarray   # (K, h, w) float32; feed masks[i]'s back as Prompt.mask_logits
+    engine: str
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. SAM 2 object score
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.masks[0]
+
+
+@dataclass
+class Embedding:
+    """What an encoder computed for one image; decoders need only this (and a prompt)."""
+    backbone_key: str                       # engines with the same key share an embedding
+    image_size: tuple[int, int]             # (H, W) of the original image
+    input_size: tuple[int, int]             # (h, w) after resizing, before padding
+    features: dict[str, Any]                # name -> torch.Tensor (or np.ndarray for classic)
+    image: np.ndarray | None = None         # kept only by engines that need pixels (classic)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        total = 0 if self.image is None else int(self.image.nbytes)
+        for value in self.features.values():
+            if hasattr(value, "element_size"):
+                total += int(value.element_size() * value.nelement())
+            else:
+                total += int(np.asarray(value).nbytes)
+        return total
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    backbone_key: str    # e.g. "sam:vit_b:<checkpoint id>"; cache key component
+
+    def embed(self, image: np.ndarray) -> Embedding: ...
+
+    def predict(self, emb: Embedding, prompt: Prompt) -> Prediction: ...

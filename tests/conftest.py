@@ -1,0 +1,26 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests never touch the user's real caches or models folder.
+os.environ.setdefault("ANNOTATOR_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"annotator-test-cache-{os.getpid()}"))
+os.environ.setdefault("ANNOTATOR_MODELS_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"annotator-test-models-{os.getpid()}"))
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_model():
+    from engines.tiny import tiny_sam
+    return tiny_sam()
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_model():
+    from engines.tiny import tiny_sam2
+    return tiny_sam2()
