@@ -22,7 +22,8 @@ system-deps:
 	@bash scripts/ensure_system_deps.sh
 
 run: setup
-	$(VENV)/bin/annotator segment resources/samples/coffee.png --point 300,200 --out mask.png
+	$(VENV)/bin/annotator segment resources/samples/coffee.png --box 170,15,410,290 --point 290,150 \
+		--out mask.png --overlay mask_overlay.png
 
 test: setup system-deps
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
