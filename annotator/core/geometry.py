@@ -237,6 +237,12 @@ def rle_bbox(rle: dict) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in mask_utils.toBbox(_coco_rle(rle)))  # type: ignore[return-value]
 
 
+def rle_area_bbox(rle: dict) -> tuple[int, tuple[float, float, float, float]]:
+    """Area and COCO bbox of an RLE, validating its counts once (the store's hot path)."""
+    coco = _coco_rle(rle)
+    return int(mask_utils.area(coco)), tuple(float(v) for v in mask_utils.toBbox(coco))
+
+
 def _rle_not(coco: dict) -> dict:
     """Complement of a compressed RLE, staying in run-length form (no full-size decode)."""
     h, w = coco["size"]

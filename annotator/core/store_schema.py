@@ -207,10 +207,10 @@ def normalize_rle(rle: Any, height: int, width: int) -> tuple[dict[str, Any], li
     if [size[0], size[1]] != [height, width]:
         raise ValueError(f"RLE size {list(size)} does not match the image size "
                          f"[{height}, {width}] (height, width)")
-    area = geometry.rle_area(rle)   # checks the counts too (pycocotools alone does not)
+    area, box = geometry.rle_area_bbox(rle)   # checks the counts too (pycocotools alone does not)
     if area <= 0:
         raise ValueError("mask is empty (area 0)")
-    bbox = [int(round(v)) for v in geometry.rle_bbox(rle)]
+    bbox = [int(round(v)) for v in box]
     counts = rle["counts"]
     if isinstance(counts, str):
         return {"size": [height, width], "counts": counts}, bbox, area
