@@ -8,6 +8,7 @@ import sys
 
 # Order here is the order in `annotator --help`.
 COMMAND_MODULES = (
+    "annotator.commands.gui",
     "annotator.commands.segment",
     "annotator.commands.models",
     "annotator.commands.project",
@@ -15,7 +16,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="annotator", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="annotator", description="Label images with masks: the window, segmentation, "
+        "models, import/export.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

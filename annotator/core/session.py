@@ -1,0 +1,59 @@
+"""The composition root for interactive labelling: a Router, an embedding cache and an
+`EngineService`, built together (no Qt).
+
+The GUI layer must not import torch, and `EngineService` pulls it in through the cache,
+so the GUI never imports this module: the `annotator gui` command builds the session
+with `build_session` and hands the GUI a factory. Tests build an `EngineSession` around
+tiny engines with a resolver function instead of a Router.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from annotator.core.service import EngineService
+from engines.cache import EmbeddingCache
+from engines.types import EngineError
+
+Resolver = Callable[[str, bool], Any]
+
+
+class EngineSession:
+    """An `EngineService` plus what the GUI shows about it (the device) and asks of it
+    before sending a request (is an engine for this task installed at all?)."""
+
+    def __init__(self, engines: Any, cache: EmbeddingCache, on_event: Callable[[Any], None],
+                 *, device: str = "cpu", **service_options: Any):
+        self.engines = engines
+        self.device = device
+        self.service = EngineService(engines, cache, on_event, **service_options)
+
+    def problem(self, task: str) -> str | None:
+        """None when some engine answers `task` ("points", "box", "text", "auto"), else
+        the router's message (e.g. "no proposal engine installed: ...").
+
+        With a Router, this resolves the route; the chain is walked without building an
+        engine when none is installed, which is the case this is asked for."""
+        route = getattr(self.engines, "route", None)
+        try:
+            if callable(route):
+                route(task)
+            else:
+                self.engines(task, False)
+        except EngineError as exc:
+            return str(exc)
+        return None
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        return self.service.shutdown(timeout)
+
+
+def build_session(on_event: Callable[[Any], None], *, models_dir: str | None = None,
+                  device: str | None = None, cache_mb: float = 1024) -> EngineSession:
+    """The real thing: a Router over the installed engines, a memory + disk cache.
+    EngineError for an unknown or unavailable device."""
+    from engines.device import choose_device
+    from engines.router import Router
+    chosen = choose_device(device)   # fails here, before any thread starts
+    router = Router(models_dir=models_dir, device=str(chosen))
+    return EngineSession(router, EmbeddingCache(memory_mb=cache_mb), on_event,
+                         device=str(chosen))

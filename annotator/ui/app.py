@@ -1,0 +1,114 @@
+"""Starting the GUI: open a folder or a project, build the window, run the Qt loop.
+
+The engines are handed in as a `session_factory(on_event) -> session` (see
+`annotator.core.session.build_session`): this package never imports torch, so the
+composition happens in `annotator.commands.gui`. Without a factory the window still opens
+for reviewing and editing, and says that no engine is running.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from annotator.core.errors import CoreError, ProjectError
+from annotator.core.store import Project
+
+PROJECT_FILE = "annotations.sqlite"
+
+
+def samples_folder() -> Path:
+    """The example images shipped with the program."""
+    import resources
+    return Path(resources.__file__).resolve().parent / "samples"
+
+
+def _data_dir() -> Path:
+    override = os.environ.get("ANNOTATOR_DATA_DIR", "").strip()
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_data_dir("sam-annotator"))
+
+
+def project_path_for(folder: Path) -> Path:
+    """Where a folder's project file lives: inside the folder, unless the folder is the
+    bundled samples or not writable (then in the user's data folder, one per folder)."""
+    folder = folder.resolve()
+    inside = folder / PROJECT_FILE
+    if inside.exists():
+        return inside
+    if folder != samples_folder() and os.access(folder, os.W_OK):
+        return inside
+    digest = hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    return _data_dir() / "projects" / f"{folder.name}-{digest}" / PROJECT_FILE
+
+
+def open_target(target: str | os.PathLike | None) -> Project:
+    """A folder of images (its project is created or opened, and new images are added)
+    or a project file. ProjectError names the path and the problem."""
+    path = Path(target) if target is not None else samples_folder()
+    if path.is_dir():
+        project_file = project_path_for(path)
+        if project_file.exists():
+            project = Project.open(project_file)
+        else:
+            project_file.parent.mkdir(parents=True, exist_ok=True)
+            project = Project.create(project_file, path)
+        try:
+            project.scan_folder()
+        except BaseException:
+            project.close()
+            raise
+        return project
+    if path.is_file():
+        return Project.open(path)
+    raise ProjectError(f"{path}: no such folder or project file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="annotator gui", description="Open the annotation "
+                                     "window on a folder of images or a project file.")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="?", metavar="FOLDER_OR_PROJECT",
+                        help="folder of images or project file (default: the bundled samples)")
+    parser.add_argument("--settings", type=Path, metavar="INI",
+                        help="keep window and tool settings in this ini file")
+
+
+def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = True):
+    """Open `target` and show the window; with `exec_loop`, run Qt until it closes and
+    return the exit code, else return the window (tests drive it)."""
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from annotator.ui.main_window import MainWindow
+    from annotator.ui.settings import open_settings
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("annotator")
+    app.setOrganizationName("sam-annotator")
+    try:
+        project = open_target(target)
+    except CoreError as exc:
+        if not exec_loop:
+            raise
+        QMessageBox.critical(None, "Cannot open", str(exc))
+        print(f"annotator gui: error: {exc}", file=sys.stderr)
+        return 2
+    window = MainWindow(project, session_factory, open_settings(settings_path))
+    window.show()
+    if not exec_loop:
+        return window
+    return app.exec()
+
+
+def main(argv: Sequence[str] | None = None, *, session_factory=None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return int(run(args.target, session_factory=session_factory, settings_path=args.settings))

@@ -1,0 +1,380 @@
+"""The image canvas: a QGraphicsView whose scene coordinates are image pixels.
+
+It draws the image, the accepted instances (one tinted pixmap per instance, cropped to its
+box), the preview mask and the prompt markers, and turns gestures into signals in image
+coordinates: left click = object point, right click or Shift+left = background point,
+left drag = box, Ctrl+left = pick the instance under the cursor. Wheel zooms at the
+cursor; middle drag or Space+left drag pans.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
+                               QGraphicsScene, QGraphicsView)
+
+DRAG_PIXELS = 5            # a press that moves less than this (view pixels) is a click
+ZOOM_STEP = 1.15           # per wheel notch
+MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
+Z_IMAGE, Z_ANNOTATION, Z_PREVIEW, Z_PROMPT = 0, 10, 20, 30
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    """An H x W x 3 uint8 array as a QImage that owns its pixels."""
+    rgb = np.ascontiguousarray(rgb)
+    h, w = rgb.shape[:2]
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def mask_pixmap(mask: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: int = 255,
+                edge_color: QColor | None = None) -> tuple[QPixmap, int, int] | None:
+    """A tinted, cropped picture of a mask with an opaque outline: (pixmap, x0, y0), or
+    None for an empty mask. Cropping keeps memory proportional to the object."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    m = np.zeros((y1 - y0 + 2, x1 - x0 + 2), bool)   # one pixel of margin for the edge
+    m[1:-1, 1:-1] = mask[y0:y1, x0:x1]
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    crop = m[1:-1, 1:-1]
+    rgba = np.zeros(crop.shape + (4,), np.uint8)
+    rgba[crop] = (color.red(), color.green(), color.blue(), fill_alpha)
+    edge = edge_color or color
+    rgba[crop & ~inner] = (edge.red(), edge.green(), edge.blue(), edge_alpha)
+    h, w = crop.shape
+    image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+    return QPixmap.fromImage(image), int(x0), int(y0)
+
+
+class Canvas(QGraphicsView):
+    point_clicked = Signal(float, float, int)          # x, y, label (1 object, 0 background)
+    box_drawn = Signal(float, float, float, float)     # x0, y0, x1, y1
+    pick_requested = Signal(float, float)              # Ctrl+click: select the instance here
+    paint = Signal(float, float, str)                  # brush/eraser: x, y, start|move|end
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.DragMode.NoDrag)
+        self.setBackgroundBrush(QColor(40, 40, 40))
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setMouseTracking(True)
+        self._image_item: QGraphicsPixmapItem | None = None
+        self._instances: dict[int, QGraphicsPixmapItem] = {}
+        self._preview: QGraphicsPixmapItem | None = None
+        self._markers: list = []
+        self._rubber: QGraphicsRectItem | None = None
+        self._press: tuple[QPointF, Qt.MouseButton, Qt.KeyboardModifiers] | None = None
+        self._pan_from: QPointF | None = None
+        self._space = False
+        self._fitted = True     # refit on resize until the user zooms or pans
+        self.mode = "prompt"    # "prompt" | "brush" | "eraser" (left drag paints)
+        self._painting = False
+        self.editor = None      # PolygonEditor: gets the mouse first in prompt mode
+        self.image_size: tuple[int, int] | None = None      # (H, W)
+
+    # -- content
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        """Show a new image; every overlay of the previous one goes."""
+        scene = self.scene()
+        scene.clear()
+        self._instances.clear()
+        self._preview = self._rubber = None
+        self._markers = []
+        self._image_item = scene.addPixmap(QPixmap.fromImage(rgb_to_qimage(rgb)))
+        self._image_item.setZValue(Z_IMAGE)
+        self.image_size = rgb.shape[:2]
+        scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
+        self.fit()
+
+    def clear_image(self) -> None:
+        self.scene().clear()
+        self._instances.clear()
+        self._image_item = self._preview = self._rubber = None
+        self._markers = []
+        self.image_size = None
+
+    def set_instances(self, items: list[tuple[int, np.ndarray, QColor, bool, bool]]) -> None:
+        """Replace the drawn instances: (annotation id, mask, colour, visible, selected),
+        bottom first."""
+        for item in self._instances.values():
+            self.scene().removeItem(item)
+        self._instances.clear()
+        for z, (ann_id, mask, color, visible, selected) in enumerate(items):
+            made = mask_pixmap(mask, color, 150 if selected else 90)
+            if made is None:
+                continue
+            pixmap, x0, y0 = made
+            item = self.scene().addPixmap(pixmap)
+            item.setOffset(x0, y0)
+            item.setZValue(Z_ANNOTATION + z * 1e-3)
+            item.setVisible(visible)
+            self._instances[ann_id] = item
+
+    def update_instance(self, ann_id: int, mask: np.ndarray, color: QColor) -> None:
+        """Redraw one instance in place (live brush strokes), drawn as selected."""
+        old = self._instances.get(ann_id)
+        z = old.zValue() if old is not None else Z_ANNOTATION
+        visible = old.isVisible() if old is not None else True
+        if old is not None:
+            self.scene().removeItem(old)
+            del self._instances[ann_id]
+        made = mask_pixmap(mask, color, 150)
+        if made is None:
+            return
+        pixmap, x0, y0 = made
+        item = self.scene().addPixmap(pixmap)
+        item.setOffset(x0, y0)
+        item.setZValue(z)
+        item.setVisible(visible)
+        self._instances[ann_id] = item
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("prompt", "brush", "eraser"):
+            raise ValueError(f"unknown canvas mode {mode!r}")
+        self.mode = mode
+        if mode == "prompt":
+            self.viewport().unsetCursor()
+        else:
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+
+    @property
+    def instance_ids(self) -> list[int]:
+        return list(self._instances)
+
+    def instance_visible(self, ann_id: int) -> bool:
+        item = self._instances.get(ann_id)
+        return item is not None and item.isVisible()
+
+    def set_preview(self, mask: np.ndarray | None, color: QColor) -> None:
+        if self._preview is not None:
+            self.scene().removeItem(self._preview)
+            self._preview = None
+        if mask is None:
+            return
+        # a white outline tells the preview apart from accepted instances of its class
+        made = mask_pixmap(mask, color, 120, edge_color=QColor(255, 255, 255))
+        if made is not None:
+            pixmap, x0, y0 = made
+            self._preview = self.scene().addPixmap(pixmap)
+            self._preview.setOffset(x0, y0)
+            self._preview.setZValue(Z_PREVIEW)
+
+    @property
+    def preview_shown(self) -> bool:
+        return self._preview is not None
+
+    def set_prompt_marks(self, points: list[tuple[float, float]], labels: list[int],
+                         box: tuple[float, float, float, float] | None) -> None:
+        for item in self._markers:
+            self.scene().removeItem(item)
+        self._markers = []
+        radius = 5.0   # screen pixels: the dots keep their size at every zoom
+        for (x, y), label in zip(points, labels):
+            color = QColor(40, 220, 60) if label else QColor(230, 40, 40)
+            dot = QGraphicsEllipseItem(-radius, -radius, 2 * radius, 2 * radius)
+            dot.setPos(x, y)
+            dot.setFlag(QGraphicsEllipseItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            dot.setBrush(QBrush(color))
+            dot.setPen(QPen(QColor("white"), 1))
+            dot.setZValue(Z_PROMPT)
+            self.scene().addItem(dot)
+            self._markers.append(dot)
+        if box is not None:
+            rect = QGraphicsRectItem(QRectF(QPointF(box[0], box[1]), QPointF(box[2], box[3])))
+            pen = QPen(QColor(255, 200, 0), 0)
+            pen.setStyle(Qt.PenStyle.DashLine)
+            rect.setPen(pen)
+            rect.setZValue(Z_PROMPT)
+            self.scene().addItem(rect)
+            self._markers.append(rect)
+
+    # -- view
+
+    def fit(self) -> None:
+        self._fitted = True
+        if self._image_item is not None:
+            self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fitted:
+            self.fit()
+
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def zoom_by(self, factor: float) -> None:
+        factor = max(MIN_ZOOM / self.zoom, min(MAX_ZOOM / self.zoom, factor))
+        self._fitted = False
+        self.scale(factor, factor)
+
+    def image_to_view(self, x: float, y: float):
+        """Viewport coordinates (QPoint) of image point (x, y): for tests and tools."""
+        return self.mapFromScene(QPointF(x, y))
+
+    def _image_point(self, view_pos) -> QPointF:
+        return self.mapToScene(view_pos.toPoint() if hasattr(view_pos, "toPoint") else view_pos)
+
+    def _inside(self, p: QPointF) -> bool:
+        if self.image_size is None:
+            return False
+        h, w = self.image_size
+        return 0 <= p.x() < w and 0 <= p.y() < h
+
+    # -- events
+
+    def wheelEvent(self, event) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            # Keep the image pixel under the wheel where it is (the event's position, not
+            # the global cursor, which tests and tablets may not move).
+            pos = event.position().toPoint()
+            pinned = self.mapToScene(pos)
+            anchor = self.transformationAnchor()
+            self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+            self.zoom_by(ZOOM_STEP ** steps)
+            self.setTransformationAnchor(anchor)
+            moved = self.mapFromScene(pinned) - pos
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+        event.accept()
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self.viewport().unsetCursor()
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def mousePressEvent(self, event) -> None:
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton
+                                                     and self._space):
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        if self._editor_takes("press", event):
+            return
+        if button == Qt.MouseButton.LeftButton and self.mode != "prompt":
+            p = self._image_point(event.position())
+            self._painting = True
+            self.paint.emit(p.x(), p.y(), "start")
+            event.accept()
+            return
+        if button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            self._press = (event.position(), button, event.modifiers())
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if self._pan_from is not None:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self._fitted = False
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
+            event.accept()
+            return
+        if self._editor_takes("move", event):
+            return
+        if self._painting:
+            p = self._image_point(event.position())
+            self.paint.emit(p.x(), p.y(), "move")
+            event.accept()
+            return
+        if self._press is not None and self._press[1] == Qt.MouseButton.LeftButton \
+                and not self._press[2] & Qt.KeyboardModifier.ControlModifier:
+            start, pos = self._press[0], event.position()
+            if (pos - start).manhattanLength() >= DRAG_PIXELS:
+                a, b = self._image_point(start), self._image_point(pos)
+                if self._rubber is None:
+                    self._rubber = QGraphicsRectItem()
+                    self._rubber.setPen(QPen(QColor(255, 200, 0), 0))
+                    self._rubber.setZValue(Z_PROMPT)
+                    self.scene().addItem(self._rubber)
+                self._rubber.setRect(QRectF(a, b).normalized())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton,
+                                                             Qt.MouseButton.LeftButton):
+            self._pan_from = None
+            if self._space:
+                self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            else:
+                self.viewport().unsetCursor()
+            event.accept()
+            return
+        if self._editor_takes("release", event):
+            return
+        if self._painting and event.button() == Qt.MouseButton.LeftButton:
+            self._painting = False
+            p = self._image_point(event.position())
+            self.paint.emit(p.x(), p.y(), "end")
+            event.accept()
+            return
+        if self._press is None or event.button() != self._press[1]:
+            super().mouseReleaseEvent(event)
+            return
+        start, button, mods = self._press
+        self._press = None
+        if self._rubber is not None:
+            self.scene().removeItem(self._rubber)
+            self._rubber = None
+        event.accept()
+        end = event.position()
+        a, b = self._image_point(start), self._image_point(end)
+        if self.image_size is None:
+            return
+        if button == Qt.MouseButton.LeftButton and mods & Qt.KeyboardModifier.ControlModifier:
+            if self._inside(a):
+                self.pick_requested.emit(a.x(), a.y())
+            return
+        dragged = (end - start).manhattanLength() >= DRAG_PIXELS
+        if button == Qt.MouseButton.LeftButton and dragged \
+                and not mods & Qt.KeyboardModifier.ShiftModifier:
+            h, w = self.image_size
+            x0, x1 = sorted((min(max(a.x(), 0.0), w), min(max(b.x(), 0.0), w)))
+            y0, y1 = sorted((min(max(a.y(), 0.0), h), min(max(b.y(), 0.0), h)))
+            if x1 - x0 >= 1 and y1 - y0 >= 1:
+                self.box_drawn.emit(x0, y0, x1, y1)
+            return
+        if not self._inside(a):
+            return
+        negative = button == Qt.MouseButton.RightButton or mods & Qt.KeyboardModifier.ShiftModifier
+        self.point_clicked.emit(a.x(), a.y(), 0 if negative else 1)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        if not self._editor_takes("double_click", event):
+            super().mouseDoubleClickEvent(event)
+
+    def _editor_takes(self, hook: str, event) -> bool:
+        """Polygon vertex editing (prompt mode only) sees the mouse before prompts do."""
+        if self.editor is None or self.mode != "prompt" or not getattr(self.editor, hook)(event):
+            return False
+        event.accept()
+        return True
+
+    def contextMenuEvent(self, event) -> None:
+        event.accept()   # right click is a background point, not a menu

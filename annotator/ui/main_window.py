@@ -1,0 +1,490 @@
+"""The annotation window: image list | canvas | classes + instances, a toolbar, keys.
+
+Data changes go through the CommandStack (undoable, one transaction each) and come back
+as store events, which redraw what they touch; engine work goes through the `Labeler`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Callable
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow,
+                               QPushButton, QToolBar)
+
+from annotator.core import commands as cmd
+from annotator.core.errors import CoreError
+from annotator.core.geometry import rle_to_mask
+from annotator.core.images import load_image
+from annotator.core.store import Project
+from annotator.ui.bridge import EventBridge
+from annotator.ui.brush import BrushTool
+from annotator.ui.canvas import Canvas
+from annotator.ui.category_panel import CategoryPanel, category_color
+from annotator.ui.detail_slider import DetailSlider
+from annotator.ui.export_dialog import ExportDialog
+from annotator.ui.image_list import ImageList
+from annotator.ui.instance_panel import InstancePanel
+from annotator.ui.labeling import Labeler
+from annotator.ui.polygon_edit import PolygonEditor
+from annotator.ui.actions import install_actions
+from annotator.ui.settings import read_bool, read_int
+from annotator.ui.widgets import PromptField
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLASS = "object"     # created on the first accept when the project has no class
+SessionFactory = Callable[[Callable[[Any], None]], Any]
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, project: Project, session_factory: SessionFactory | None,
+                 settings: QSettings, *, prefetch: int = 3):
+        super().__init__()
+        self.project = project
+        self.settings = settings
+        self.stack = cmd.CommandStack(project)
+        self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
+        self.image_id: int | None = None
+        self._masks: dict[tuple[int, float], Any] = {}   # (annotation id, updated) -> mask
+        self._dirty: set[str] = set()
+        self._count_images: set[int] = set()   # rows of the image list to update
+        self._closed = False
+        self.setWindowTitle(f"Annotator — {project.path}")
+
+        self.bridge = EventBridge(self)
+        self.session = session_factory(self.bridge) if session_factory else None
+        self.canvas = Canvas(self)
+        self.labeler = Labeler(self.session, self.canvas, self)
+        self.bridge.connect_to(self.labeler.on_event)
+        self.brush = BrushTool(project, self.canvas, lambda: self.instances.selected_ids,
+                               self._instance_color, self._push,
+                               lambda: self._refresh_instances(), self)
+        self.polygons = PolygonEditor(self.canvas, self._push, self)
+        self.canvas.editor = self.polygons
+        self.setCentralWidget(self.canvas)
+        self.images = ImageList(self)
+        self.classes = CategoryPanel(self)
+        self.instances = InstancePanel(self)
+        self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Classes", self.classes, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Instances", self.instances, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._build_toolbar()
+        self._build_status()
+        install_actions(self)
+        self._connect()
+
+        self._unsubscribe = project.subscribe(self._on_store_event)
+        self.stack.add_listener(self._update_undo_actions)
+        self.classes.set_categories(project.categories())
+        self.images.set_images(project.images(), project.counts_per_image())
+        self._restore_settings()
+        self._update_undo_actions()
+        first = read_int(settings, self._last_image_key(), 0)
+        ids = self.images.image_ids
+        if ids:
+            self.show_image(first if first in ids else ids[0])
+        self.canvas.setFocus()
+
+    # -- layout
+
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title}")
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Tools", self)
+        bar.setObjectName("toolbar-tools")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        self.toolbar = bar
+        hint = QLabel("  Left click: object · Right/Shift click: background · Drag: box · "
+                      "Enter: accept · Esc: clear  ", self)
+        hint.setStyleSheet("color: gray")
+        bar.addWidget(hint)
+        bar.addSeparator()
+        self.text_field = PromptField(self, focus_back=self.canvas)
+        self.text_field.setMaximumWidth(220)
+        self.text_field.setClearButtonEnabled(True)
+        problem = self.session.problem("text") if self.session else "no engine running"
+        self.text_field.setPlaceholderText("no text engine installed" if problem
+                                           else "class name, Enter")
+        self.text_field.setToolTip(problem or "segment every object of a typed class")
+        bar.addWidget(self.text_field)
+        self.auto_button = QPushButton("Auto", self)
+        self.auto_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.auto_button.setToolTip("propose every salient object")
+        bar.addWidget(self.auto_button)
+        self.fine_edges = QCheckBox("Fine edges", self)
+        self.fine_edges.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.fine_edges.setToolTip("prefer the boundary engine (hq-sam) when installed")
+        bar.addWidget(self.fine_edges)
+        bar.addSeparator()
+        self.detail = DetailSlider(self)
+        bar.addWidget(self.detail)
+
+    def _build_status(self) -> None:
+        self.engine_label = QLabel("engine: —", self)
+        device = getattr(self.session, "device", None) or "no engine"
+        self.device_label = QLabel(f"device: {device}", self)
+        self.latency_label = QLabel("latency: —", self)
+        for label in (self.engine_label, self.device_label, self.latency_label):
+            self.statusBar().addPermanentWidget(label)
+
+    def _connect(self) -> None:
+        self.images.image_chosen.connect(self.show_image)
+        self.classes.current_changed.connect(self._class_changed)
+        self.classes.add_requested.connect(self.add_class)
+        self.classes.rename_requested.connect(
+            lambda i, name: self._push(cmd.RenameCategory(i, name)))
+        self.classes.recolor_requested.connect(
+            lambda i, color: self._push(cmd.RecolorCategory(i, color)))
+        self.instances.selection_changed.connect(lambda _ids: self._redraw_instances())
+        self.instances.visibility_changed.connect(lambda _i, _v: self._redraw_instances())
+        self.instances.delete_requested.connect(self.delete_instances)
+        self.instances.reclass_requested.connect(self.reclass_instances)
+        self.canvas.pick_requested.connect(self._pick_instance)
+        self.labeler.status.connect(lambda text: self.statusBar().showMessage(text))
+        self.brush.status.connect(lambda text: self.statusBar().showMessage(text))
+        self.polygons.status.connect(lambda text: self.statusBar().showMessage(text))
+        self.detail.tolerance_changed.connect(self._detail_changed)
+        self.labeler.answered.connect(self._answered)
+        self.labeler.embedding_state.connect(
+            lambda image_id, state, detail: self.images.set_state(image_id, state, detail))
+        self.text_field.returnPressed.connect(self._text_prompt)
+        self.auto_button.clicked.connect(self.auto_propose)
+        self.fine_edges.toggled.connect(self._fine_edges_toggled)
+
+    # -- images
+
+    def show_image(self, image_id: int) -> None:
+        try:
+            rec = self.project.image(image_id)
+            rgb = load_image(self.project.image_root / rec.file_name)
+        except CoreError as exc:
+            self.statusBar().showMessage(str(exc))
+            self.canvas.clear_image()
+            self.labeler.close_image()
+            self.image_id = None
+            return
+        self.image_id = image_id
+        self.canvas.set_image(rgb)
+        self.instances.clear_hidden()
+        self.images.select(image_id)
+        self.labeler.open_image(image_id, self.project.image_root / rec.file_name)
+        self._refresh_instances(keep_selection=False)
+        self.labeler.prefetch([(i, str(self.project.image_root / self.project.image(i).file_name))
+                               for i in self.images.following(image_id, self.prefetch_count)])
+        self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}")
+
+    def step_image(self, step: int) -> None:
+        target = self.images.neighbour(self.image_id, step)
+        if target is not None and target != self.image_id:
+            self.show_image(target)
+
+    def toggle_reviewed(self) -> None:
+        if self.image_id is not None:
+            rec = self.project.image(self.image_id)
+            self.project.set_reviewed(self.image_id, not rec.reviewed)
+
+    def next_unreviewed(self) -> None:
+        rec = self.project.next_unreviewed(self.image_id)
+        if rec is None:
+            self.statusBar().showMessage("every image is reviewed")
+        else:
+            self.show_image(rec.id)
+
+    # -- accepting and editing
+
+    def accept_preview(self) -> None:
+        """Enter: the preview becomes an instance of the current class (undoable)."""
+        mask = self.labeler.prompt.mask
+        if mask is None or self.image_id is None:
+            self.statusBar().showMessage("nothing to accept: click on an object first")
+            return
+        if not mask.any():
+            self.statusBar().showMessage("the mask is empty; add a point or clear with Esc")
+            return
+        category = self.classes.current_id
+        if category is None:
+            category = self.add_class(DEFAULT_CLASS)
+            if category is None:
+                return
+        p = self.labeler.prompt
+        done = self._push(cmd.AddAnnotation(self.image_id, category, mask, score=p.score,
+                                            engine=p.engine_name, prompts=p.log()))
+        if done is not None:
+            self.labeler.clear()
+
+    def add_class(self, name: str) -> int | None:
+        done = self._push(cmd.AddCategory(name))
+        if done is None:
+            return None
+        self.classes.set_categories(self.project.categories())
+        self.classes.select_id(done.category_id)
+        return done.category_id
+
+    def delete_instances(self, ids: list[int]) -> None:
+        if ids:
+            self._push(cmd.DeleteAnnotation(ids))
+
+    def set_mode(self, mode: str) -> None:
+        """B / E toggle the brush / eraser on the selected instance; prompts otherwise."""
+        mode = "prompt" if self.canvas.mode == mode else mode
+        self.canvas.set_mode(mode)
+        if mode != "prompt":
+            self.labeler.clear()
+            self.statusBar().showMessage(f"{mode}: drag over the selected instance "
+                                         f"(radius {self.brush.radius} px, [ and ] resize; "
+                                         f"Esc or {mode[0].upper()} to stop)")
+        else:
+            self.statusBar().showMessage("prompt mode")
+
+    def escape(self) -> None:
+        if self.canvas.mode != "prompt":
+            self.set_mode(self.canvas.mode)
+        else:
+            self.labeler.clear()
+
+    def _instance_color(self, ann_id: int):
+        try:
+            ann = self.project.annotation(ann_id)
+            return category_color(self.project.category(ann.category_id))
+        except CoreError:
+            return category_color(None)
+
+    def merge_instances(self, ids: list[int]) -> None:
+        if len(ids) < 2:
+            self.statusBar().showMessage("select two or more instances to merge")
+            return
+        self._push(cmd.Merge(sorted(ids)))
+
+    def split_instances(self, ids: list[int]) -> None:
+        if len(ids) != 1:
+            self.statusBar().showMessage("select one instance to split into its parts")
+            return
+        self._push(cmd.Split(ids[0]))
+
+    def reclass_instances(self, ids: list[int]) -> None:
+        category = self.classes.current_id
+        if ids and category is not None:
+            self._push(cmd.ChangeCategory(ids, category))
+
+    def undo(self) -> None:
+        self._run_history(self.stack.undo)
+
+    def redo(self) -> None:
+        self._run_history(self.stack.redo)
+
+    def _run_history(self, step) -> None:
+        try:
+            done = step()
+        except CoreError as exc:
+            self.statusBar().showMessage(str(exc))
+            return
+        if done is not None:
+            self.statusBar().showMessage(f"{'Undid' if step == self.stack.undo else 'Redid'} "
+                                         f"{done.description.lower()}")
+            self._flush()
+
+    def _push(self, command):
+        try:
+            done = self.stack.push(command)
+        except CoreError as exc:
+            self.statusBar().showMessage(f"not done: {exc}")
+            return None
+        self._flush()
+        return done
+
+    def _update_undo_actions(self) -> None:
+        self.undo_action.setEnabled(self.stack.can_undo)
+        self.redo_action.setEnabled(self.stack.can_redo)
+        self.undo_action.setText(f"Undo {self.stack.undo_text}".strip())
+        self.redo_action.setText(f"Redo {self.stack.redo_text}".strip())
+
+    # -- engines
+
+    def _text_prompt(self) -> None:
+        problem = self.session.problem("text") if self.session else "no engine running"
+        if problem:
+            self.statusBar().showMessage(problem)
+            return
+        self.labeler.ask_text(self.text_field.text())
+        self.canvas.setFocus()
+
+    def auto_propose(self) -> None:
+        problem = self.session.problem("auto") if self.session else "no engine running"
+        self.statusBar().showMessage(problem or "Auto proposals are not wired into this "
+                                     "window yet")
+
+    def _fine_edges_toggled(self, on: bool) -> None:
+        if self.labeler.service is not None:
+            self.labeler.service.fine_edges = bool(on)
+        self.settings.setValue("tools/fine_edges", bool(on))
+
+    def _answered(self, engine: str, explain: str, ms: float) -> None:
+        self.engine_label.setText(f"engine: {engine}")
+        self.engine_label.setToolTip(explain)
+        self.latency_label.setText(f"latency: {ms:.0f} ms")
+
+    # -- store events -> views
+
+    def _on_store_event(self, event: str, payload: dict) -> None:
+        if event.startswith("annotation") or event in ("order_changed", "imported"):
+            if payload.get("image_id", self.image_id) == self.image_id:
+                self._dirty.add("instances")
+            if "image_id" in payload:
+                self._count_images.add(payload["image_id"])
+            else:
+                self._dirty.add("counts")       # an import: every image may have changed
+        elif event.startswith("category"):
+            self._dirty |= {"classes", "instances"}
+        elif event == "image_changed":
+            self._count_images.add(payload["id"])
+        elif event == "images_added":
+            self._dirty.add("images")
+        QTimer.singleShot(0, self._flush)
+
+    def _flush(self) -> None:
+        """Bring the views in line with the store (once per burst of events)."""
+        dirty, self._dirty = self._dirty, set()
+        touched, self._count_images = self._count_images, set()
+        if self._closed or not (dirty or touched):
+            return
+        if "classes" in dirty:
+            self.classes.set_categories(self.project.categories())
+            self._class_changed()
+        if "images" in dirty:
+            ids = set(self.images.image_ids)
+            images = self.project.images()
+            if {i.id for i in images} != ids:
+                self.images.set_images(images, self.project.counts_per_image())
+                if self.image_id is not None:
+                    self.images.select(self.image_id)
+            dirty.add("counts")
+        if "counts" in dirty or touched:
+            counts = self.project.counts_per_image()
+            rows = self.project.images() if "counts" in dirty else \
+                [self.project.image(i) for i in touched if i in counts]
+            for img in rows:
+                self.images.update_image(img, counts.get(img.id, 0))
+        if "instances" in dirty:
+            self._refresh_instances()
+
+    def _refresh_instances(self, keep_selection: bool = True) -> None:
+        if self.image_id is None:
+            self.instances.set_instances([], {})
+            self.polygons.show(None, None)
+            return
+        anns = self.project.annotations(self.image_id)
+        cats = {c.id: c for c in self.project.categories()}
+        self.instances.set_instances(anns, cats, keep_selection=keep_selection)
+        self._redraw_instances(anns, cats)
+
+    def _redraw_instances(self, anns=None, cats=None) -> None:
+        if self.image_id is None:
+            return
+        anns = self.project.annotations(self.image_id) if anns is None else anns
+        cats = {c.id: c for c in self.project.categories()} if cats is None else cats
+        selected = set(self.instances.selected_ids)
+        live = {(a.id, a.updated) for a in anns}
+        self._masks = {k: v for k, v in self._masks.items() if k in live}
+        items = []
+        for ann in anns:
+            key = (ann.id, ann.updated)
+            if key not in self._masks:
+                self._masks[key] = rle_to_mask(ann.rle)
+            items.append((ann.id, self._masks[key], category_color(cats.get(ann.category_id)),
+                          self.instances.is_visible(ann.id), ann.id in selected))
+        self.canvas.set_instances(items)
+        self._show_polygon(anns, selected)
+
+    def _show_polygon(self, anns, selected: set[int]) -> None:
+        """The vertex editor follows a single visible selected instance."""
+        ann = next((a for a in anns if a.id in selected), None) if len(selected) == 1 else None
+        if ann is None or not self.instances.is_visible(ann.id):
+            self.polygons.show(None, None)
+        else:
+            self.polygons.show(ann.id, self._masks[(ann.id, ann.updated)], ann.updated)
+
+    def _detail_changed(self, tolerance: float) -> None:
+        self.polygons.set_tolerance(tolerance)
+        self.settings.setValue("tools/polygon_tolerance", tolerance)
+
+    def delete_key(self) -> None:
+        """Delete: the selected polygon vertex if there is one, else the instances."""
+        if not self.polygons.delete_selected():
+            self.delete_instances(self.instances.selected_ids)
+
+    def _pick_instance(self, x: float, y: float) -> None:
+        if self.image_id is None:
+            return
+        for ann in reversed(self.project.annotations(self.image_id)):   # topmost first
+            mask = self._masks.get((ann.id, ann.updated))
+            if mask is not None and mask[int(y), int(x)]:
+                self.instances.select([ann.id])
+                return
+        self.instances.select([])
+
+    def _class_changed(self, *_args) -> None:
+        self.labeler.set_preview_color(category_color(self.classes.current))
+
+    # -- export, settings, closing
+
+    def open_export_dialog(self) -> ExportDialog:
+        dialog = ExportDialog(self.project, self, self.settings.value("export/format", "coco"))
+        if dialog.exec():
+            self.settings.setValue("export/format", dialog.format_name)
+            self.statusBar().showMessage(f"exported {len(dialog.written)} file(s) to "
+                                         f"{dialog.out.text()}")
+        return dialog
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 860)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        self.fine_edges.setChecked(read_bool(self.settings, "tools/fine_edges", False))
+        try:
+            tolerance = float(self.settings.value("tools/polygon_tolerance", 1.0))
+        except (TypeError, ValueError):
+            tolerance = 1.0
+        self.detail.set_tolerance(tolerance)
+        self.polygons.set_tolerance(self.detail.tolerance)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        if self.image_id is not None:
+            self.settings.setValue(self._last_image_key(), self.image_id)
+        self.settings.sync()
+
+    def _last_image_key(self) -> str:
+        digest = hashlib.sha1(str(self.project.path).encode()).hexdigest()[:16]
+        return f"last_image/{digest}"
+
+    def shutdown(self) -> None:
+        """Stop the engines and close the project (idempotent)."""
+        if self._closed:
+            return
+        self.save_settings()
+        self._closed = True
+        self.bridge.close()
+        self._unsubscribe()
+        if self.session is not None:
+            self.session.shutdown()
+        self.project.close()
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
