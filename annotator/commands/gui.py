@@ -44,7 +44,8 @@ def session_factory(models_dir: str | None = None, device: str | None = None,
 def run(args: argparse.Namespace) -> int:
     from annotator.ui.app import run as run_window
     factory = session_factory(args.models_dir, args.device, args.cache_mb)
-    return int(run_window(args.target, session_factory=factory, settings_path=args.settings))
+    return int(run_window(args.target, session_factory=factory, settings_path=args.settings,
+                          models_dir=args.models_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

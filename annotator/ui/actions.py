@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 
+from annotator.ui.model_dialog import show_model_dialog
+
 K = Qt.Key
 
 
@@ -27,6 +29,8 @@ def install_actions(w) -> None:
     selected = lambda: w.instances.selected_ids  # noqa: E731
 
     _action(w, "Export…", "Ctrl+E", w.open_export_dialog, file_menu)
+    _action(w, "Models…", "Ctrl+M", lambda: show_model_dialog(w), file_menu)
+    _action(w, "Restart engines", [], w.reload_engines, file_menu)
     _action(w, "Quit", "Ctrl+Q", w.close, file_menu)
 
     w.undo_action = _action(w, "Undo", "Ctrl+Z", w.undo, edit_menu)

@@ -83,9 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep window and tool settings in this ini file")
 
 
-def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = True):
+def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = True,
+        models_dir: str | None = None):
     """Open `target` and show the window; with `exec_loop`, run Qt until it closes and
-    return the exit code, else return the window (tests drive it)."""
+    return the exit code, else return the window (tests drive it). `models_dir` is where
+    the model picker looks and downloads (None: $ANNOTATOR_MODELS_DIR or the default)."""
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from annotator.ui.main_window import MainWindow
@@ -102,7 +104,8 @@ def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = T
         QMessageBox.critical(None, "Cannot open", str(exc))
         print(f"annotator gui: error: {exc}", file=sys.stderr)
         return 2
-    window = MainWindow(project, session_factory, open_settings(settings_path))
+    window = MainWindow(project, session_factory, open_settings(settings_path),
+                        models_dir=models_dir)
     window.show()
     if not exec_loop:
         return window

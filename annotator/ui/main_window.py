@@ -40,9 +40,12 @@ SessionFactory = Callable[[Callable[[Any], None]], Any]
 
 class MainWindow(QMainWindow):
     def __init__(self, project: Project, session_factory: SessionFactory | None,
-                 settings: QSettings, *, prefetch: int = 3):
+                 settings: QSettings, *, prefetch: int = 3, models_dir: str | None = None):
         super().__init__()
         self.project = project
+        self.session_factory = session_factory
+        self.models_dir = models_dir        # None: $ANNOTATOR_MODELS_DIR or the user data dir
+        self.model_dialog = None            # File > Models…, made on first use
         self.settings = settings
         self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
@@ -112,10 +115,7 @@ class MainWindow(QMainWindow):
         self.text_field = PromptField(self, focus_back=self.canvas)
         self.text_field.setMaximumWidth(220)
         self.text_field.setClearButtonEnabled(True)
-        problem = self.session.problem("text") if self.session else "no engine running"
-        self.text_field.setPlaceholderText("no text engine installed" if problem
-                                           else "class name, Enter")
-        self.text_field.setToolTip(problem or "segment every object of a typed class")
+        self._show_text_engine()
         bar.addWidget(self.text_field)
         self.auto_button = QPushButton("Auto", self)
         self.auto_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -128,6 +128,12 @@ class MainWindow(QMainWindow):
         bar.addSeparator()
         self.detail = DetailSlider(self)
         bar.addWidget(self.detail)
+
+    def _show_text_engine(self) -> None:
+        problem = self.session.problem("text") if self.session else "no engine running"
+        self.text_field.setPlaceholderText("no text engine installed" if problem
+                                           else "class name, Enter")
+        self.text_field.setToolTip(problem or "segment every object of a typed class")
 
     def _build_status(self) -> None:
         self.engine_label = QLabel("engine: —", self)
@@ -328,6 +334,30 @@ class MainWindow(QMainWindow):
             self.labeler.service.fine_edges = bool(on)
         self.settings.setValue("tools/fine_edges", bool(on))
 
+    def reload_engines(self) -> bool:
+        """Stop the engines and build them again with the same factory, so that models
+        installed since are used. False, with a status message, when that fails."""
+        if self.session_factory is None or self._closed:
+            self.statusBar().showMessage("no engines to restart: start with `annotator gui`")
+            return False
+        if self.session is not None:
+            self.session.shutdown()
+        self.session = self.labeler.session = None
+        try:
+            self.session = self.labeler.session = self.session_factory(self.bridge)
+        except Exception as exc:    # whatever the composition root raises, say it
+            self.statusBar().showMessage(f"cannot restart the engines: {exc}")
+            return False
+        finally:
+            device = getattr(self.session, "device", None) or "no engine"
+            self.device_label.setText(f"device: {device}")
+            self._show_text_engine()
+        self.labeler.service.fine_edges = self.fine_edges.isChecked()
+        if self.image_id is not None:
+            self.show_image(self.image_id)      # embed again with the new engines
+        self.statusBar().showMessage("engines restarted")
+        return True
+
     def _answered(self, engine: str, explain: str, ms: float) -> None:
         self.engine_label.setText(f"engine: {engine}")
         self.engine_label.setToolTip(explain)
@@ -480,6 +510,8 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self._closed = True
         self.bridge.close()
+        if self.model_dialog is not None:
+            self.model_dialog.shutdown()
         self._unsubscribe()
         if self.session is not None:
             self.session.shutdown()
