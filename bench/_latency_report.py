@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-START, END = "<!-- engine-latency:start -->", "<!-- engine-latency:end -->"
 GOAL_ENCODER_RATIO = 0.3
 GOAL_CLICK_RATIO = 0.6
 GOAL_CLICK_P95_MS = 40.0
@@ -196,19 +195,5 @@ def format_report(rows: list[dict], ctx: dict) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace only the text between our markers (appending them if absent); the file is
-    re-read right before writing so another benchmark's section is never overwritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = text.find(START), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(END):]
-    elif start == -1 and end == -1:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        raise ValueError(f"{path}: the markers {START} / {END} are broken (one missing or out "
-                         "of order); fix the file by hand, nothing was written")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from _docs import write_section as write
+    write(path, "engine-latency", body)

@@ -33,7 +33,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_click_worker.py"
 DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- click-latency:start -->", "<!-- click-latency:end -->"
 ENGINES = ("classic", "vit_b", "hiera_t")
 LABELS = {"classic": "classic (no model)", "vit_b": "SAM ViT-B", "hiera_t": "SAM 2.1 Hiera-T"}
 GOAL_MS = 100.0
@@ -150,19 +149,8 @@ def report(rows: list[dict], meta: dict) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace only our section (re-reading the file right before writing)."""
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start, end = text.find(START), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(END):]
-    elif start == -1 and end == -1:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        raise SystemExit(f"{path}: the markers {START} / {END} are broken; nothing written")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from _docs import write_section as write
+    write(path, "click-latency", body)
 
 
 def main(argv=None) -> int:

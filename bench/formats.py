@@ -37,7 +37,6 @@ from annotator.core.formats._parallel import workers  # noqa: E402
 from annotator.core.store import Project  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- formats:start -->", "<!-- formats:end -->"
 W, H = 640, 480
 CATEGORIES = ["person", "car", "dog", "cat", "tree", "sign", "bike", "bus"]
 
@@ -201,17 +200,8 @@ def table(rows: list[dict], n_images: int, n_masks: int, build_s: float,
 
 
 def update_doc(section: str) -> None:
-    block = f"{START}\n## Formats\n\n{section}\n{END}"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, DOC)
+    from _docs import write_section
+    write_section(DOC, "formats", f"## Formats\n\n{section}")
 
 
 def main(argv: list[str] | None = None) -> int:
