@@ -76,3 +76,14 @@ def test_console_script_runs(tmp_path):
     exe = Path(sys.executable).with_name("annotator")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "segment" in result.stdout
+
+
+def test_written_files_get_ordinary_permissions(tmp_path, monkeypatch):
+    """Atomic writes go through mkstemp (0600); outputs must follow the umask instead."""
+    import os
+    monkeypatch.setenv("ANNOTATOR_MODELS_DIR", str(tmp_path / "models"))
+    out = tmp_path / "mask.png"
+    assert main(["segment", str(COFFEE), "--box", "170,15,410,290", "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -237,6 +237,9 @@ def check_size(width: int, height: int, path: Any, record: str) -> None:
 
 # ---- atomic writes ---------------------------------------------------------------------
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to a temp file beside `path`, then rename it over `path`: readers
     see the old file or the whole new one, never half of it. `fsync=False` (for the
@@ -246,6 +249,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)   # mkstemp makes 0600; exports are shared files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
