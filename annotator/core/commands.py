@@ -9,6 +9,7 @@ in the middle of any of them leaves the project as it was before it.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import logging
 from typing import Any, Callable, Sequence
 
@@ -27,15 +28,17 @@ Key = tuple[str, int]
 Record = AnnotationRecord | CategoryRecord | None
 
 
-class Command:
+class Command(ABC):
     """One undoable step. `do` may be called again after `undo` (redo)."""
     description = ""
 
+    @abstractmethod
     def do(self, project: Project) -> None:
-        raise NotImplementedError
+        """Apply the step (also used for redo)."""
 
+    @abstractmethod
     def undo(self, project: Project) -> None:
-        raise NotImplementedError
+        """Restore the state from before `do`."""
 
 
 class SnapshotCommand(Command):
@@ -49,8 +52,9 @@ class SnapshotCommand(Command):
     def _keys_before(self, project: Project) -> list[Key]:
         return []
 
+    @abstractmethod
     def _apply(self, project: Project) -> list[Key]:
-        raise NotImplementedError
+        """Perform the operation; return the keys of the records it created."""
 
     def do(self, project: Project) -> None:
         if self._after is not None:      # redo
