@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QHBoxLayout, QInputDialog,
-                               QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QInputDialog, QListWidget,
+                               QListWidgetItem, QWidget)
 
 from annotator.core.dataset import CategoryRecord
+from annotator.ui.widgets import list_with_buttons
 
 # Colours for categories stored without one (distinct on dark and light images).
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
@@ -42,17 +43,9 @@ class CategoryPanel(QWidget):
         self.list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.list.currentItemChanged.connect(self._current_item_changed)
         self.list.itemDoubleClicked.connect(lambda _item: self.ask_rename())
-        buttons = QHBoxLayout()
-        for text, slot in (("Add…", self.ask_add), ("Rename…", self.ask_rename),
-                           ("Colour…", self.ask_color)):
-            button = QPushButton(text, self)
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(slot)
-            buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.list)
-        layout.addLayout(buttons)
+        list_with_buttons(self, self.list, (("Add…", "", self.ask_add),
+                                            ("Rename…", "", self.ask_rename),
+                                            ("Colour…", "", self.ask_color)))
         self._categories: list[CategoryRecord] = []
 
     def set_categories(self, categories: list[CategoryRecord]) -> None:

@@ -3,11 +3,11 @@ class. It only emits requests; the window turns them into undoable commands."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QListWidget, QListWidgetItem,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QWidget
 
 from annotator.core.dataset import AnnotationRecord, CategoryRecord
 from annotator.ui.category_panel import category_color, swatch
+from annotator.ui.widgets import list_with_buttons
 
 
 class InstancePanel(QWidget):
@@ -24,21 +24,11 @@ class InstancePanel(QWidget):
         self.list.itemSelectionChanged.connect(
             lambda: self.selection_changed.emit(self.selected_ids))
         self.list.itemChanged.connect(self._item_changed)
-        buttons = QHBoxLayout()
-        for text, tip, slot in (
-                ("Delete", "Delete the selected instances (Del)",
-                 lambda: self.delete_requested.emit(self.selected_ids)),
-                ("To current class", "Give the selected instances the current class (C)",
-                 lambda: self.reclass_requested.emit(self.selected_ids))):
-            button = QPushButton(text, self)
-            button.setToolTip(tip)
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(slot)
-            buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.list)
-        layout.addLayout(buttons)
+        list_with_buttons(self, self.list, (
+            ("Delete", "Delete the selected instances (Del)",
+             lambda: self.delete_requested.emit(self.selected_ids)),
+            ("To current class", "Give the selected instances the current class (C)",
+             lambda: self.reclass_requested.emit(self.selected_ids))))
         self._hidden: set[int] = set()
         self._ids: list[int] = []
 

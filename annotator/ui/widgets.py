@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtWidgets import QLineEdit
+from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 _OWN_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape)
 
@@ -30,3 +30,21 @@ class PromptField(QLineEdit):
             event.accept()
             return
         super().keyPressEvent(event)
+
+
+def list_with_buttons(panel: QWidget, list_widget: QWidget, buttons) -> None:
+    """Lay out a side panel: the list, then a row of buttons that never take keyboard
+    focus (the window's single-key shortcuts must keep working). `buttons` holds
+    (text, tooltip or "", slot) triples."""
+    row = QHBoxLayout()
+    for text, tip, slot in buttons:
+        button = QPushButton(text, panel)
+        if tip:
+            button.setToolTip(tip)
+        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        button.clicked.connect(slot)
+        row.addWidget(button)
+    layout = QVBoxLayout(panel)
+    layout.setContentsMargins(2, 2, 2, 2)
+    layout.addWidget(list_widget)
+    layout.addLayout(row)

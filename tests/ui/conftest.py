@@ -55,20 +55,6 @@ def classic_factory(tmp_path, one_torch_thread):
 
 @pytest.fixture
 def tiny_sam_factory(tiny_sam_model, one_torch_thread):
-    from annotator.core.session import EngineSession
-    from engines.cache import EmbeddingCache
-    from engines.router import NOT_INSTALLED_HINT, Routed
     from engines.sam_engine import SamEngine
-    from engines.types import EngineError
-
-    engine = SamEngine(tiny_sam_model, backbone_key="tiny", device="cpu")
-
-    def resolve(task, fine_edges):
-        if task in NOT_INSTALLED_HINT:
-            raise EngineError(NOT_INSTALLED_HINT[task])
-        return Routed(engine, "sam", None)
-
-    def factory(on_event):
-        return EngineSession(resolve, EmbeddingCache(memory_mb=64, disk=False), on_event,
-                             device="cpu")
-    return factory
+    from gui_helpers import single_engine_factory
+    return single_engine_factory(SamEngine(tiny_sam_model, backbone_key="tiny", device="cpu"), "sam")

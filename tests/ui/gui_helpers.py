@@ -48,3 +48,22 @@ def wait_preview(qtbot, window):
     p = window.labeler.prompt
     qtbot.waitUntil(lambda: p.mask is not None and p.pending is None
                     and (window.canvas.preview_shown or not p.mask.any()), timeout=WAIT_MS)
+
+
+def single_engine_factory(engine, name: str, cache_mb: float = 64):
+    """A session factory that answers every point/box prompt with `engine` (no router),
+    and text/auto prompts with the router's "not installed" message."""
+    from annotator.core.session import EngineSession
+    from engines.cache import EmbeddingCache
+    from engines.router import NOT_INSTALLED_HINT, Routed
+    from engines.types import EngineError
+
+    def resolve(task, fine_edges):
+        if task in NOT_INSTALLED_HINT:
+            raise EngineError(NOT_INSTALLED_HINT[task])
+        return Routed(engine, name, None)
+
+    def factory(on_event):
+        return EngineSession(resolve, EmbeddingCache(memory_mb=cache_mb, disk=False), on_event,
+                             device="cpu")
+    return factory

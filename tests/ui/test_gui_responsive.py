@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gui_helpers import open_window
+from gui_helpers import open_window, single_engine_factory
 
 TICK_MS = 5
 MAX_GAP_MS = 100.0
@@ -51,11 +51,6 @@ def test_event_loop_ticks_during_a_full_size_embedding(qtbot, photo_folder, sett
                                                        hiera_t_engine):
     from PySide6.QtCore import QTimer
 
-    from annotator.core.session import EngineSession
-    from engines.cache import EmbeddingCache
-    from engines.router import NOT_INSTALLED_HINT, Routed
-    from engines.types import EngineError
-
     engine = hiera_t_engine
     go = threading.Event()
     spans: list[tuple[float, float]] = []      # (start, end) of each encoder pass
@@ -69,14 +64,7 @@ def test_event_loop_ticks_during_a_full_size_embedding(qtbot, photo_folder, sett
         finally:
             spans.append((t0, time.perf_counter()))
 
-    def resolve(task, fine_edges):
-        if task in NOT_INSTALLED_HINT:
-            raise EngineError(NOT_INSTALLED_HINT[task])
-        return Routed(engine, "sam2", None)
-
-    def factory(on_event):
-        return EngineSession(resolve, EmbeddingCache(memory_mb=256, disk=False), on_event,
-                             device="cpu")
+    factory = single_engine_factory(engine, "sam2", cache_mb=256)
 
     engine.embed = gated_embed
     try:
