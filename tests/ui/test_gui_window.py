@@ -132,6 +132,9 @@ def test_text_and_auto_say_no_engine_installed(qtbot, image_folder, settings_pat
                                                classic_factory):
     w = open_window(qtbot, image_folder, classic_factory, settings_path)
     assert w.text_field.placeholderText() == "no text engine installed"
+    # the image's own "ready" status would otherwise race with (and replace) the message
+    qtbot.waitUntil(lambda: w.images.state(w.image_id) == "ready", timeout=WAIT_MS)
+    QApplication.processEvents()
     w.text_field.setFocus()
     for k in "cat":                       # letters and Enter belong to the field, not to
         qtbot.keyClick(w.text_field, k, delay=1)    # the window's shortcuts (C, A, Enter)
