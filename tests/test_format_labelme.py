@@ -131,6 +131,8 @@ BAD = {
     "point shape": ([shape("x", [[3, 3]], "point")], "shapes[0]", "has no area"),
     "polygon with 2 points": ([shape("x", [[3, 3], [5, 5]])], "shapes[0]", "at least 3 points"),
     "non-number point": ([shape("x", [[3, "a"], [5, 5], [1, 1]])], "shapes[0]", "points[0]"),
+    "int beyond float range": ([shape("x", [[3, 10 ** 400], [5, 5], [1, 1]])], "shapes[0]",
+                               "points[0]"),
     "empty label": ([shape(" ", [[3, 3], [5, 5], [1, 9]])], "shapes[0]", "'label' is empty"),
     "bad mask data": ([{**shape("x", [[3, 3], [5, 5]], "mask"), "mask": "!!notbase64"}],
                       "shapes[0]", "not a base64-encoded image"),

@@ -22,11 +22,19 @@ MAX_PIXELS = 1 << 31
 
 _MISSING: Any = object()
 
+def finite(v: int | float) -> bool:
+    """math.isfinite, but False (not OverflowError) for an int beyond float range."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 # name -> (test, words for the message)
 _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-               and math.isfinite(v), "a finite number"),
+               and finite(v), "a finite number"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "list": (lambda v: isinstance(v, list), "a list"),

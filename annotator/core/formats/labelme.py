@@ -215,7 +215,10 @@ def _points(f: common.Fields, height: int, width: int) -> list[tuple[float, floa
     if raw and all(type(p) is list and len(p) == 2 for p in raw):
         flat = [v for p in raw for v in p]
         if set(map(type, flat)) <= _NUMBER_TYPES:
-            xy = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
+            try:
+                xy = np.asarray(flat, dtype=np.float64).reshape(-1, 2)
+            except OverflowError:   # an int beyond float range: the slow path names it
+                xy = np.full((1, 2), np.nan)
             if (np.isfinite(xy).all() and xy[:, 0].min() >= -width
                     and xy[:, 0].max() <= 2 * width and xy[:, 1].min() >= -height
                     and xy[:, 1].max() <= 2 * height):
@@ -223,7 +226,7 @@ def _points(f: common.Fields, height: int, width: int) -> list[tuple[float, floa
     out = []
     for j, p in enumerate(raw):
         if (not isinstance(p, list) or len(p) != 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and common.finite(v)
                 for v in p)):
             f.fail(f"points[{j}] must be [x, y] with finite numbers, found "
                    f"{common.json_kind(p)}")
