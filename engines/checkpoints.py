@@ -7,7 +7,6 @@ what was expected, never a traceback from deep inside torch.
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 from pathlib import Path
@@ -15,7 +14,10 @@ from typing import Mapping
 
 import torch
 
+from .file_identity import checkpoint_identity
 from .types import CheckpointError
+
+__all__ = ["checkpoint_identity", "describe_checkpoint", "load_into", "load_state_dict"]
 
 
 def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
@@ -33,19 +35,6 @@ def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
     if any(k.startswith("image_encoder.") for k in keys):
         return "HQ-SAM (TinyViT)" if hq else "a SAM-like model with an unknown encoder"
     return "not a SAM-family state dict"
-
-
-def checkpoint_identity(path: str | Path) -> str:
-    """Cheap content identity of a (possibly GB-sized) file: size + head + tail hash."""
-    path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.blake2b(str(size).encode(), digest_size=8)
-    with path.open("rb") as f:
-        digest.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), 2)
-            digest.update(f.read(1 << 20))
-    return digest.hexdigest()
 
 
 def load_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:

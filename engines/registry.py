@@ -21,13 +21,17 @@ class EngineSpec:
     tasks: frozenset[str]
     description: str = ""
     needs_checkpoint: bool = True
+    # engines that can run a trained plugin on a checkpoint of these host engines
+    plugin_hosts: tuple[str, ...] = ()
+    plugin_required: bool = False   # True: no plugin, no engine (its own weights do not exist)
 
 
 _REGISTRY: dict[str, EngineSpec] = {}
 
 
 def register_engine(name: str, *, tasks: tuple[str, ...], description: str = "",
-                    needs_checkpoint: bool = True):
+                    needs_checkpoint: bool = True, plugin_hosts: tuple[str, ...] = (),
+                    plugin_required: bool = False):
     """Class or factory decorator: `@register_engine("sam", tasks=("points", "box"))`."""
     unknown = set(tasks) - set(TASKS)
     if unknown:
@@ -37,7 +41,7 @@ def register_engine(name: str, *, tasks: tuple[str, ...], description: str = "",
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"engine {name!r} is registered twice")
         _REGISTRY[name] = EngineSpec(name, factory, frozenset(tasks), description,
-                                     needs_checkpoint)
+                                     needs_checkpoint, tuple(plugin_hosts), plugin_required)
         return factory
     return deco
 
@@ -55,7 +59,8 @@ def all_specs() -> list[EngineSpec]:
     return list(_REGISTRY.values())
 
 
-_BUILTIN_MODULES = ("engines.classic", "engines.sam_engine", "engines.sam2_engine")
+_BUILTIN_MODULES = ("engines.classic", "engines.sam_engine", "engines.sam2_engine",
+                    "engines.hq_sam_engine", "engines.stable_sam_engine")
 
 
 def _load_builtin_engines() -> None:

@@ -11,7 +11,10 @@ The chains (first installed engine wins; the last step needs no model at all):
 
 SAM 2 comes before SAM because Hiera-T encodes an image several times faster than ViT-B
 on a CPU. An engine is "installed" when it is registered and, if it needs a checkpoint,
-one is in the models folder (or was given explicitly). Engines are built once and kept.
+one is in the models folder (or was given explicitly). Plugin engines (stable-sam, and
+hq-sam without an official HQ checkpoint) are installed when a trained plugin sits in
+the models folder's plugins/ together with the exact backbone checkpoint it was trained
+on (engines/plugin_index.py). Engines are built once and kept.
 """
 from __future__ import annotations
 
@@ -39,26 +42,39 @@ NOT_INSTALLED_HINT = {
 }
 
 
+@dataclass(frozen=True)
+class Located:
+    checkpoint: Path | None = None
+    arch: str | None = None
+    plugin: Path | None = None
+
+
 @dataclass
 class Routed:
     engine: Engine
     name: str
     checkpoint: Path | None
     skipped: list[str] = field(default_factory=list)   # "name: why it was not used"
+    plugin: Path | None = None
 
     def explain(self) -> str:
-        ckpt = f" ({self.checkpoint.name})" if self.checkpoint else ""
+        files = [p.name for p in (self.checkpoint, self.plugin) if p is not None]
+        ckpt = f" ({' + '.join(files)})" if files else ""
         why = f"; skipped {'; '.join(self.skipped)}" if self.skipped else ""
         return f"{self.name}{ckpt}{why}"
 
 
 class Router:
     def __init__(self, *, models_dir: str | Path | None = None, device: str | None = None,
-                 checkpoints: dict[str, str | Path] | None = None):
+                 checkpoints: dict[str, str | Path] | None = None,
+                 plugins: dict[str, str | Path] | None = None):
+        """`checkpoints` / `plugins` pin an engine to files (the user's choice in the
+        model picker); other engines use what the models folder has."""
         self.models_dir = catalogue.models_dir(models_dir)
         self.device = device
         self.checkpoints = {k: Path(v) for k, v in (checkpoints or {}).items()}
-        self._built: dict[tuple[str, Path | None], Engine] = {}
+        self.plugins = {k: Path(v) for k, v in (plugins or {}).items()}
+        self._built: dict[tuple[str, Path | None, Path | None], Engine] = {}
 
     def chain(self, task: str, fine_edges: bool = False) -> tuple[str, ...]:
         try:
@@ -75,8 +91,8 @@ class Router:
             if why:
                 skipped.append(f"{name}: {why}")
                 continue
-            checkpoint, arch = self._locate(name)
-            return Routed(self._build(name, checkpoint, arch), name, checkpoint, skipped)
+            found = self._locate(name)
+            return Routed(self._build(name, found), name, found.checkpoint, skipped, found.plugin)
         head = NOT_INSTALLED_HINT.get(task, f"no engine can answer a {task} prompt")
         raise EngineError(f"{head} ({'; '.join(skipped)})")
 
@@ -87,29 +103,79 @@ class Router:
             return "not part of this build"
         if task not in spec.tasks:
             return f"does not answer {task} prompts"
-        if spec.needs_checkpoint and self._locate(name)[0] is None:
+        if spec.needs_checkpoint and self._locate(name).checkpoint is None:
+            if spec.plugin_required:
+                return (f"no trained plugin with its backbone in {self.models_dir} (see "
+                        f"`annotator train {name}`)")
             return f"no checkpoint in {self.models_dir} (see `annotator models list`)"
         return None
 
-    def _locate(self, name: str) -> tuple[Path | None, str | None]:
-        """(checkpoint, arch) for an engine: an explicit file (arch read from its keys)
-        or the first catalogued one installed in the models folder."""
+    def _locate(self, name: str) -> Located:
+        """The files an engine loads: an explicit checkpoint (arch read from its keys),
+        else the first catalogued one installed; for plugin engines, else a trained
+        plugin paired with the installed backbone it was trained on."""
+        spec = get_spec(name)
+        plugin = self.plugins.get(name)
         if name in self.checkpoints:
-            return self.checkpoints[name], None
-        if not get_spec(name).needs_checkpoint:
-            return None, None
+            return Located(self.checkpoints[name], None, plugin)
+        if not spec.needs_checkpoint:
+            return Located()
+        if plugin is None and not spec.plugin_required:
+            own = self._catalogued(name)
+            if own is not None:
+                return own
+        if spec.plugin_hosts:
+            return self._plugin_pair(name, spec.plugin_hosts, plugin)
+        return Located()
+
+    def _catalogued(self, name: str) -> Located | None:
         try:
             found = catalogue.find_checkpoint(name, directory=self.models_dir)
         except EngineError:       # no catalogued checkpoints for this engine
-            return None, None
-        return (found[1], found[0].arch) if found else (None, None)
+            return None
+        return Located(found[1], found[0].arch) if found else None
 
-    def _build(self, name: str, checkpoint: Path | None, arch: str | None) -> Engine:
-        key = (name, checkpoint)
+    def host_backbones(self, hosts: tuple[str, ...]) -> list[Path]:
+        """Checkpoints a plugin for these host engines may sit on: pinned ones first,
+        then every installed catalogue entry of those engines."""
+        found = [self.checkpoints[h] for h in hosts if h in self.checkpoints]
+        try:
+            entries = catalogue.load_catalogue()
+        except EngineError:
+            return found
+        return found + [catalogue.model_path(e, self.models_dir) for e in entries
+                        if e.engine in hosts and catalogue.is_installed(e, self.models_dir)]
+
+    def plugin_backbone(self, plugin) -> Path | None:
+        """The installed (or pinned) checkpoint an InstalledPlugin was trained on, if any."""
+        from .plugin_index import usable_plugin
+        try:
+            hosts = get_spec(plugin.engine).plugin_hosts
+        except EngineError:       # an engine this build does not have
+            return None
+        pair = usable_plugin([plugin], self.host_backbones(hosts))
+        return pair[1] if pair else None
+
+    def _plugin_pair(self, name: str, hosts: tuple[str, ...], plugin: Path | None) -> Located:
+        from .plugin_index import InstalledPlugin, find_plugins, usable_plugin
+        from .plugin_meta import read_plugin_metadata
+        if plugin is not None:
+            meta = read_plugin_metadata(plugin)
+            candidates = [InstalledPlugin(plugin, name, str(meta.get("backbone_arch")),
+                                          str(meta.get("backbone_checkpoint")))]
+        else:
+            candidates = find_plugins(self.models_dir, name)
+        pair = usable_plugin(candidates, self.host_backbones(hosts))
+        return Located(pair[1], None, pair[0].path) if pair else Located()
+
+    def _build(self, name: str, found: Located) -> Engine:
+        key = (name, found.checkpoint, found.plugin)
         if key not in self._built:
             factory = get_spec(name).factory
-            if checkpoint is None:
+            if found.checkpoint is None:
                 self._built[key] = factory(device=self.device)
             else:
-                self._built[key] = factory.from_checkpoint(checkpoint, arch=arch, device=self.device)
+                extra = {"plugin": found.plugin} if found.plugin is not None else {}
+                self._built[key] = factory.from_checkpoint(found.checkpoint, arch=found.arch,
+                                                           device=self.device, **extra)
         return self._built[key]

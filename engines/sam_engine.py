@@ -34,8 +34,24 @@ def build_sam_architecture(arch: str) -> Sam:
 
 
 def guess_sam_arch(state: dict) -> str | None:
+    """vit_b / vit_l / vit_h from the encoder width; "tiny" for a small SAM trained by
+    `annotator train sam` (its config is read from the shapes, engines/tiny.py)."""
     pos = state.get("image_encoder.pos_embed")
-    return None if pos is None else {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
+    if pos is None:
+        return None
+    from .tiny import tiny_sam_config
+    official = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
+    return official or ("tiny" if tiny_sam_config(state) else None)
+
+
+def build_sam_for_state(arch: str, state: dict) -> Sam:
+    if arch == "tiny":
+        from .tiny import tiny_sam, tiny_sam_config
+        config = tiny_sam_config(state)
+        if config is None:
+            raise CheckpointError("the checkpoint is not a tiny SAM (it has an official ViT width)")
+        return tiny_sam(**config)
+    return build_sam_architecture(arch)
 
 
 @register_engine("sam", tasks=("points", "box"),
@@ -63,7 +79,7 @@ class SamEngine:
             from .checkpoints import describe_checkpoint
             raise CheckpointError(f"checkpoint {path} is not a SAM checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
-        model = build_sam_architecture(arch)
+        model = build_sam_for_state(arch, state)
         load_into(model, state, path, expected=f"SAM {arch}")
         return cls(model, backbone_key=f"sam:{arch}:{checkpoint_identity(path)}", device=device,
                    exact=exact)
@@ -74,13 +90,17 @@ class SamEngine:
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedding:
+        image, resized, features = self.run_encoder(image)
+        return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
+                         {"image_embed": features.float()})
+
+    def run_encoder(self, image: np.ndarray):
+        """(checked image, resized image, encoder output), as SamPredictor.set_image."""
         image = check_image(image)
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         with encoder_autocast(self.device):
-            features = self.model.image_encoder(self.model.preprocess(x))
-        return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
-                         {"image_embed": features.float()})
+            return image, resized, self.model.image_encoder(self.model.preprocess(x))
 
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:

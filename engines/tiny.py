@@ -8,7 +8,8 @@ import torch
 
 
 def tiny_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads: int = 2,
-             prompt_dim: int = 32, seed: int = 0):
+             prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64,
+             window_size: int = 4):
     """A `segment_anything.modeling.Sam` with the ViT-B layout shrunk; low-res logits are
     (img_size/4)^2."""
     from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
@@ -21,15 +22,38 @@ def tiny_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads
             img_size=img_size, patch_size=patch, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=2, out_chans=prompt_dim, qkv_bias=True,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-            window_size=4, global_attn_indexes=(depth - 1,)),
+            window_size=window_size, global_attn_indexes=(depth - 1,)),
         prompt_encoder=PromptEncoder(
             embed_dim=prompt_dim, image_embedding_size=(emb, emb),
             input_image_size=(img_size, img_size), mask_in_chans=4),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+            transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim,
+                                          mlp_dim=decoder_mlp_dim, num_heads=2),
             transformer_dim=prompt_dim, iou_head_depth=1, iou_head_hidden_dim=32),
         pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+
+
+def tiny_sam_config(state: dict) -> dict | None:
+    """The `tiny_sam` keyword arguments that rebuild the model a state dict came from, or
+    None when it is not a tiny SAM (official ViT-B/L/H widths are not tiny). Everything is
+    read from tensor shapes, so a trained tiny SAM saved as a plain state dict (the
+    official checkpoint layout) loads like an official one."""
+    pos = state.get("image_encoder.pos_embed")
+    rel = state.get("image_encoder.blocks.0.attn.rel_pos_h")
+    if pos is None or rel is None or int(pos.shape[-1]) in (768, 1024, 1280):
+        return None
+    embed_dim = int(pos.shape[-1])
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    return {
+        "img_size": int(pos.shape[1]) * 16,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": embed_dim // int(rel.shape[1]),
+        "prompt_dim": int(state["mask_decoder.iou_token.weight"].shape[1]),
+        "decoder_mlp_dim": int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
+        "window_size": (int(rel.shape[0]) + 1) // 2,   # block 0 is windowed (global is last)
+    }
 
 
 def tiny_sam2_overrides(img_size: int = 256, embed_dim: int = 16, d_model: int = 32,

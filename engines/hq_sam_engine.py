@@ -1,0 +1,308 @@
+"""`hq-sam`: HQ-SAM (Ke et al., NeurIPS 2023) on the `segment_anything_hq` package.
+
+Builds the official architecture (ViT-B/L/H, or TinyViT for Light HQ-SAM) and mirrors
+`segment_anything_hq.SamPredictor` step for step, so masks equal the reference exactly.
+One difference in where work happens, not in results: the HQ feature map (fusion of the
+early ViT feature and the final embedding) does not depend on the prompt, so `embed`
+computes it once per image instead of once per click.
+
+Weights come from an official merged `sam_hq_vit_*.pth`, or from a plain SAM checkpoint
+plus an HQ plugin trained by `training/` (engines/hq_checkpoint.py has the layouts). A
+SAM 2 checkpoint plus plugin builds HQ-SAM 2 instead (engines/hq_sam2.py).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from .checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from .hq_checkpoint import (freeze_all_but_hq, has_hq_weights, hq_part_of, merge_hq_plugin,
+                            split_hq_checkpoint)
+from .registry import register_engine
+from .sam_engine import SamEngine
+from .types import CheckpointError, Embedding, EngineError
+
+HQ_ARCHS = ("vit_b", "vit_l", "vit_h", "vit_tiny")
+OFFICIAL_VITS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}   # (width, depth)
+# TinyViT's ImageNet classifier: in the class, never used by SAM, absent from some files.
+UNUSED_KEYS = ("image_encoder.head.", "image_encoder.norm_head.")
+
+
+def hq_modeling():
+    """`segment_anything_hq.modeling`, imported on first use: the package imports timm,
+    which costs seconds and warns about its own deprecated paths."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import segment_anything_hq.modeling as modeling
+    return modeling
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """A ViT SAM's shape, enough to build it; `sam_config_from_state` reads it off a state dict."""
+    img_size: int = 1024
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    qkv_bias: bool = True
+    prompt_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+
+    @property
+    def arch(self) -> str:
+        """Official name (vit_b/l/h), else "tiny", as engines.sam_engine.guess_sam_arch
+        names them (plugin metadata must agree across engines)."""
+        official = OFFICIAL_VITS.get((self.embed_dim, self.depth))
+        return official if official and (self.img_size, self.prompt_dim) == (1024, 256) else "tiny"
+
+
+CONFIG_KEYS = ("image_encoder.pos_embed", "image_encoder.patch_embed.proj.weight",
+               "image_encoder.blocks.0.attn.rel_pos_h", "image_encoder.blocks.0.mlp.lin1.weight",
+               "image_encoder.neck.0.weight", "prompt_encoder.mask_downscaling.3.weight",
+               "mask_decoder.transformer.layers.0.mlp.lin1.weight",
+               "mask_decoder.iou_prediction_head.layers.0.weight")
+
+
+def _count(state: Mapping, prefix: str) -> int:
+    return len({k[len(prefix):].split(".", 1)[0] for k in state if k.startswith(prefix)})
+
+
+def sam_config_from_state(state: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
+                          decoder_heads: int | None = None) -> SamConfig:
+    """Infer a ViT SAM's configuration from its state dict's shapes.
+
+    Encoder heads follow from the relative-position tables (head_dim); the decoder's head
+    count leaves no trace in shapes: 8 for official-size decoders, else 2 (engines.tiny's),
+    unless `decoder_heads` says otherwise."""
+    lacking = [k for k in CONFIG_KEYS if k not in state]
+    if lacking:
+        raise CheckpointError(f"cannot read a ViT SAM configuration from a state dict that looks "
+                              f"like {describe_checkpoint(state)}: it has no {lacking[0]}")
+    pos, proj = state["image_encoder.pos_embed"], state["image_encoder.patch_embed.proj.weight"]
+    embed_dim, patch, grid = int(proj.shape[0]), int(proj.shape[-1]), int(pos.shape[1])
+    depth = _count(state, "image_encoder.blocks.")
+    global_idx, window, head_dim = [], 14, None
+    for i in range(depth):
+        rel = state[f"image_encoder.blocks.{i}.attn.rel_pos_h"]
+        size, head_dim = (int(rel.shape[0]) + 1) // 2, int(rel.shape[1])
+        if size == grid:
+            global_idx.append(i)
+        else:
+            window = size
+    lin1 = state["image_encoder.blocks.0.mlp.lin1.weight"]
+    iou_depth = _count(state, "mask_decoder.iou_prediction_head.layers.")
+    prompt_dim = int(state["image_encoder.neck.0.weight"].shape[0])
+    dec_mlp = int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0])
+    return SamConfig(
+        img_size=grid * patch, patch_size=patch, embed_dim=embed_dim, depth=depth,
+        num_heads=num_heads or embed_dim // head_dim, mlp_ratio=int(lin1.shape[0]) / embed_dim,
+        window_size=window, global_attn_indexes=tuple(global_idx),
+        qkv_bias="image_encoder.blocks.0.attn.qkv.bias" in state, prompt_dim=prompt_dim,
+        mask_in_chans=int(state["prompt_encoder.mask_downscaling.3.weight"].shape[0]),
+        decoder_depth=_count(state, "mask_decoder.transformer.layers."), decoder_mlp_dim=dec_mlp,
+        decoder_heads=decoder_heads or (8 if (prompt_dim, dec_mlp) == (256, 2048) else 2),
+        iou_head_depth=iou_depth,
+        iou_head_hidden_dim=int(state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0])
+        if iou_depth > 1 else 256)
+
+
+def build_hq_sam(config: SamConfig):
+    """A random-initialised `segment_anything_hq` Sam of this shape, HQ parts trainable."""
+    m = hq_modeling()
+    grid = config.img_size // config.patch_size
+    model = m.Sam(
+        image_encoder=m.ImageEncoderViT(
+            img_size=config.img_size, patch_size=config.patch_size, embed_dim=config.embed_dim,
+            depth=config.depth, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_dim, qkv_bias=config.qkv_bias,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
+            window_size=config.window_size, global_attn_indexes=config.global_attn_indexes),
+        prompt_encoder=m.PromptEncoder(
+            embed_dim=config.prompt_dim, image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size), mask_in_chans=config.mask_in_chans),
+        mask_decoder=m.MaskDecoderHQ(
+            num_multimask_outputs=3,
+            transformer=m.TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_dim,
+                                            mlp_dim=config.decoder_mlp_dim, num_heads=config.decoder_heads),
+            transformer_dim=config.prompt_dim, iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim, vit_dim=config.embed_dim),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
+    freeze_all_but_hq(model)
+    return model
+
+
+def build_hq_architecture(arch: str):
+    """An official HQ-SAM architecture (vit_b/l/h/tiny) with random weights."""
+    if arch not in HQ_ARCHS:
+        raise CheckpointError(f"unknown HQ-SAM architecture {arch!r}; choose one of {', '.join(HQ_ARCHS)}")
+    hq_modeling()
+    from segment_anything_hq import sam_model_registry
+    return sam_model_registry[arch](checkpoint=None)
+
+
+def tiny_hq_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads: int = 2,
+                prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64, window_size: int = 4):
+    """engines.tiny.tiny_sam's shape with the HQ decoder. Modules are created in the same
+    order, so its SAM weights equal `tiny_sam(same arguments)`'s; the HQ parts are extra."""
+    torch.manual_seed(seed)
+    return build_hq_sam(SamConfig(
+        img_size=img_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=2,
+        window_size=window_size, global_attn_indexes=(depth - 1,), prompt_dim=prompt_dim,
+        mask_in_chans=4, decoder_mlp_dim=decoder_mlp_dim, decoder_heads=2, iou_head_depth=1,
+        iou_head_hidden_dim=32))
+
+
+def guess_hq_arch(state: Mapping[str, torch.Tensor]) -> str | None:
+    """vit_b/l/h/vit_tiny for official shapes, "tiny" for other ViT SAMs, else None."""
+    if "image_encoder.pos_embed" in state:
+        try:
+            return sam_config_from_state(state).arch
+        except (CheckpointError, KeyError):   # ViT-like but incomplete (e.g. every block's rel_pos)
+            return None
+    if any(k.startswith("image_encoder.layers.") for k in state):
+        return "vit_tiny"
+    return None
+
+
+def build_for_state(state: Mapping[str, torch.Tensor], arch: str | None = None, **heads):
+    """The architecture a (HQ-)SAM state dict belongs to, randomly initialised."""
+    arch = arch or guess_hq_arch(state)
+    if arch in HQ_ARCHS:
+        return build_hq_architecture(arch)
+    if arch is None:
+        raise CheckpointError(f"not a SAM checkpoint: it looks like {describe_checkpoint(state)}")
+    config = sam_config_from_state(state, **heads)
+    if config.arch != arch:
+        raise CheckpointError(f"the checkpoint holds a {config.arch} model, not {arch}")
+    return build_hq_sam(config)
+
+
+def load_hq_state(model, state: Mapping[str, torch.Tensor], path, expected: str,
+                  allow_missing: Callable[[str], bool] = lambda key: False) -> None:
+    """load_into (one clear error), tolerating TinyViT's unused classifier and the keys
+    `allow_missing` accepts (kept at their current values)."""
+    own = model.state_dict()
+    fill = {k: v for k, v in own.items() if k not in state and (allow_missing(k) or k.startswith(UNUSED_KEYS))}
+    load_into(model, {**fill, **state}, path, expected)
+
+
+def hq_from_sam_state(state: Mapping[str, torch.Tensor], arch_or_builder: str | Callable | None = None,
+                      *, source: str | Path = "state dict", **heads):
+    """A plain SAM state dict loaded into the HQ architecture: every SAM key must fit,
+    and only the HQ parts may be missing (they keep PyTorch's default initialisation,
+    as in the official training). `arch_or_builder`: an arch name, a callable returning
+    an HQ Sam, or None to infer the shape from the state dict; `source` names the file
+    in errors."""
+    model = arch_or_builder() if callable(arch_or_builder) else build_for_state(state, arch_or_builder, **heads)
+    load_hq_state(model, state, source, "HQ-SAM (SAM weights + new HQ parts)",
+                  allow_missing=lambda k: hq_part_of(k, "mask_decoder.") is not None)
+    freeze_all_but_hq(model)
+    return model
+
+
+def hq_features(decoder, image_embed: torch.Tensor, interm_0: torch.Tensor) -> torch.Tensor:
+    """The prompt-independent HQ feature map (B, C/8, 4h, 4w), exactly as MaskDecoderHQ.forward."""
+    return decoder.embedding_encoder(image_embed) + decoder.compress_vit_feat(interm_0.permute(0, 3, 1, 2))
+
+
+def select_hq_output(masks: torch.Tensor, iou_pred: torch.Tensor, multimask: bool, hq_token_only: bool):
+    """MaskDecoderHQ.forward's selection: (B, 4 SAM + 1 HQ, h, w) -> one mask. Multimask
+    takes SAM's best of its 3 candidates by predicted IoU; the HQ logit is added to it
+    (or returned alone with `hq_token_only`); the score is SAM's."""
+    n = masks.shape[1]
+    if multimask:
+        iou_pred, best = torch.max(iou_pred[:, 1:n - 1], dim=1)
+        iou_pred = iou_pred.unsqueeze(1)
+        multi = masks[:, 1:n - 1]
+        masks_sam = multi[torch.arange(multi.size(0), device=multi.device), best].unsqueeze(1)
+    else:
+        iou_pred, masks_sam = iou_pred[:, 0:1], masks[:, 0:1]
+    masks_hq = masks[:, n - 1:n]
+    return (masks_hq if hq_token_only else masks_sam + masks_hq), iou_pred
+
+
+@register_engine("hq-sam", tasks=("points", "box"),
+                 description="HQ-SAM: SAM plus the HQ output token for fine boundaries and thin "
+                             "structures (official sam_hq_vit_* files, or SAM / SAM 2 + an HQ plugin)",
+                 plugin_hosts=("sam", "sam2"))
+class HqSamEngine(SamEngine):
+    """SamEngine's prompt encoding and upsampling; HQ-SAM's encoder outputs and decoder.
+    Always one mask out (the official multimask behaviour: SAM's best of 3 + M_hq)."""
+    name = "hq-sam"
+
+    def __init__(self, model, *, backbone_key: str, device=None, exact: bool = False,
+                 hq_token_only: bool = False):
+        super().__init__(model, backbone_key=backbone_key, device=device, exact=exact)
+        self.hq_token_only = hq_token_only
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None, exact: bool = False,
+                        plugin: str | Path | None = None, hq_token_only: bool = False, **heads):
+        heads = {k: v for k, v in heads.items() if k in ("num_heads", "decoder_heads")}
+        state = load_state_dict(path, expected=f"HQ-SAM {arch or '(or SAM + plugin)'}")
+        if any(k.startswith("image_encoder.trunk.") for k in state):
+            from .hq_sam2 import HqSam2Engine
+            return HqSam2Engine.from_state(state, path, arch=arch, device=device, exact=exact,
+                                           plugin=plugin, hq_token_only=hq_token_only)
+        arch = arch or guess_hq_arch(state)
+        if arch is None:
+            raise CheckpointError(f"checkpoint {path} is not a SAM or HQ-SAM checkpoint: it looks "
+                                  f"like {describe_checkpoint(state)}")
+        key = f"hq-sam:{arch}:{checkpoint_identity(path)}"
+        if plugin is None and not has_hq_weights(state):
+            raise CheckpointError(
+                f"checkpoint {path} is a plain {describe_checkpoint(state)} checkpoint with no HQ-SAM "
+                "weights (mask_decoder.hf_token, hf_mlp and the fusion layers): use an official "
+                "sam_hq_vit_*.pth (`annotator models download hq-sam-vit-b`), or pass plugin= an HQ "
+                f"plugin trained on this checkpoint (`annotator train hq-sam --backbone {path}`)")
+        elif plugin is not None:   # a plugin replaces any HQ weights the file has (fine-tuned from them)
+            from .plugins import load_plugin
+            if has_hq_weights(state):
+                state = split_hq_checkpoint(state)[0]
+            plugin_state, _ = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
+                                          backbone_checkpoint=checkpoint_identity(path))
+            state = merge_hq_plugin(state, plugin_state)
+            key += f"+{checkpoint_identity(plugin)}"
+        model = build_for_state(state, arch, **heads)
+        load_hq_state(model, state, path, expected=f"HQ-SAM {arch}")
+        return cls(model, backbone_key=key, device=device, exact=exact, hq_token_only=hq_token_only)
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedding:
+        image, resized, (embed, interm) = self.run_encoder(image)
+        embed, interm_0 = embed.float(), interm[0].float()
+        # fp32 outside autocast, as the reference decoder computes it
+        hq = hq_features(self.model.mask_decoder, embed, interm_0)
+        return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
+                         {"image_embed": embed, "interm_0": interm_0, "hq_features": hq})
+
+    def decode(self, emb: Embedding, prompt, multimask: bool):
+        """(1, 1, h, w) logits and (1, 1) SAM IoU score, as MaskDecoderHQ.forward."""
+        f = emb.features
+        if "image_embed" not in f or not ("hq_features" in f or "interm_0" in f):
+            raise EngineError(f"embedding from backbone {emb.backbone_key!r} lacks HQ-SAM's "
+                              "features (interm_0 / hq_features); embed the image with this engine")
+        image_embed = f["image_embed"].to(self.device)
+        decoder = self.model.mask_decoder
+        hq = f["hq_features"].to(self.device) if "hq_features" in f else \
+            hq_features(decoder, image_embed, f["interm_0"].to(self.device))
+        sparse, dense = self.encode_prompt(emb, prompt)
+        masks, iou_pred = decoder.predict_masks(
+            image_embeddings=image_embed, image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, hq_features=hq)
+        return select_hq_output(masks, iou_pred, multimask, self.hq_token_only)

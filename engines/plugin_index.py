@@ -1,0 +1,86 @@
+"""Trained plugins installed in the models folder, and which backbone each one needs.
+
+`annotator train ENGINE` writes its plugin to `<models folder>/plugins/ENGINE/` by
+default; the router and the model picker find them here. A plugin is usable only on
+the exact backbone checkpoint it was trained on (engines/plugins.py checks it again on
+load), so `usable_plugin` pairs a plugin with an installed checkpoint of the same
+identity.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from .plugin_meta import read_plugin_metadata
+from .types import CheckpointError
+
+log = logging.getLogger(__name__)
+PLUGINS_SUBDIR = "plugins"
+
+
+@dataclass(frozen=True)
+class InstalledPlugin:
+    path: Path
+    engine: str
+    backbone_arch: str            # e.g. "sam:vit_b", "sam2:hiera_t"
+    backbone_checkpoint: str      # engines.checkpoints.checkpoint_identity of the backbone file
+    created: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        """One line for people: "stable-sam on sam2:hiera_t (2026-11-22, plugin.safetensors)"."""
+        return f"{self.engine} on {self.backbone_arch} ({self.created[:10]}, {self.path.name})"
+
+
+@lru_cache(maxsize=256)
+def _identity(path: str, size: int, mtime_ns: int) -> str:
+    """checkpoint_identity, remembered per file version (the router asks on every route)."""
+    from .file_identity import checkpoint_identity
+    return checkpoint_identity(path)
+
+
+def plugins_dir(models_dir: Path) -> Path:
+    return Path(models_dir) / PLUGINS_SUBDIR
+
+
+def find_plugins(models_dir: Path, engine: str | None = None) -> list[InstalledPlugin]:
+    """Every readable plugin under the models folder (newest first); unreadable files are
+    logged and skipped, never raised: one bad file must not hide the others."""
+    root = plugins_dir(models_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*.safetensors")):
+        if "features" in path.relative_to(root).parts:   # a training run's feature cache
+            continue
+        try:
+            meta = read_plugin_metadata(path)
+        except CheckpointError as exc:
+            log.warning("skipping plugin: %s", exc)
+            continue
+        if engine is not None and meta.get("engine") != engine:
+            continue
+        found.append(InstalledPlugin(path, str(meta.get("engine")), str(meta.get("backbone_arch")),
+                                     str(meta.get("backbone_checkpoint")), str(meta.get("created", "")),
+                                     dict(meta.get("metrics") or {})))
+    return sorted(found, key=lambda p: p.created, reverse=True)
+
+
+def usable_plugin(plugins: Iterable[InstalledPlugin], checkpoints: Iterable[Path]
+                  ) -> tuple[InstalledPlugin, Path] | None:
+    """The newest plugin whose backbone is one of `checkpoints` (matched by identity)."""
+    by_identity = {}
+    for path in checkpoints:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        by_identity.setdefault(_identity(str(path), st.st_size, st.st_mtime_ns), Path(path))
+    for plugin in plugins:
+        if plugin.backbone_checkpoint in by_identity:
+            return plugin, by_identity[plugin.backbone_checkpoint]
+    return None

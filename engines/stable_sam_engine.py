@@ -1,0 +1,179 @@
+"""`stable-sam`: Stable-SAM (specs/stable_sam.md) on our SAM or SAM 2 engine.
+
+The engine hosts a plain `SamEngine` / `Sam2Engine` and runs the host's own predict with
+the trained plugin attached to layer 2 of its mask decoder (engines/stable_sam.py), so
+everything else (resize, prompt maths, multimask choice, upsampling, decoder reuse) is
+the host's, step for step. The plugin leaves the encoder alone, so the backbone key, and
+with it the embedding cache, is the host's. `Prediction.extras["alpha"]` holds the
+routing weights (deformed, regular).
+
+A plugin file (engines/plugins.py) is needed: Stable-SAM has no public weights, and an
+untrained plugin is plain SAM. `from_checkpoint` takes it as `plugin=` or finds one
+beside the backbone checkpoint (or in a `plugins/` folder there) whose metadata names
+this very checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import checkpoint_identity, describe_checkpoint, load_state_dict
+from .plugins import load_plugin, read_plugin_metadata
+from .registry import register_engine
+from .sam2_engine import SAM2_CONFIGS, Sam2Engine, guess_sam2_arch
+from .sam_engine import SAM_ARCHS, SamEngine, guess_sam_arch
+from .stable_sam import StableSAMPlugin, attached
+from .types import CheckpointError, EngineError, Embedding, Prediction, Prompt
+
+ENGINE = "stable-sam"
+
+
+def train_hint(backbone: str | Path) -> str:
+    return (f"make one with `annotator train stable-sam --backbone {backbone} --data "
+            "<COCO export>` and pass it as the plugin")
+
+
+# --- backbones ------------------------------------------------------------------------
+def _peek_state(path: Path) -> dict:
+    """The state dict, memory-mapped where the file allows (only shapes are read here)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:   # legacy format or a bad file: the full reader gives the message
+        return load_state_dict(path, expected="SAM or SAM 2.1")
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        return load_state_dict(path, expected="SAM or SAM 2.1")
+    return obj
+
+
+def build_host(path: str | Path, arch: str | None = None, device=None,
+               exact: bool = False) -> tuple[SamEngine | Sam2Engine, str]:
+    """(host engine, backbone arch such as "sam:vit_b" / "sam2:hiera_t") for a SAM,
+    SAM 2.1 or tiny SAM (engines.tiny) checkpoint; the kind is read from the file unless
+    `arch` names it."""
+    path = Path(path)
+    if arch is None:
+        state = _peek_state(path)
+        arch = guess_sam2_arch(state) or guess_sam_arch(state)   # "tiny": engines.tiny
+        if arch is None:
+            raise CheckpointError(f"checkpoint {path} is not a SAM or SAM 2.1 checkpoint, which "
+                                  f"Stable-SAM needs: it looks like {describe_checkpoint(state)}")
+        del state
+    with torch.random.fork_rng(devices=[]):   # a tiny SAM's builder seeds torch
+        if arch in SAM2_CONFIGS:
+            host = Sam2Engine.from_checkpoint(path, arch=arch, device=device, exact=exact)
+            return host, f"sam2:{arch}"
+        if arch in SAM_ARCHS + ("tiny",):
+            host = SamEngine.from_checkpoint(path, arch=arch, device=device, exact=exact)
+            return host, f"sam:{arch}"
+    raise CheckpointError(f"Stable-SAM cannot host architecture {arch!r}; choose one of "
+                          f"{', '.join(SAM_ARCHS + tuple(SAM2_CONFIGS))}")
+
+
+def find_plugin(backbone: str | Path, directories: list[str | Path] | None = None) -> Path | None:
+    """The newest stable-sam plugin file trained on this very backbone checkpoint, looked
+    for in `directories` (default: the checkpoint's folder and its `plugins/`)."""
+    backbone = Path(backbone)
+    identity = checkpoint_identity(backbone)
+    folders = directories if directories is not None else [backbone.parent, backbone.parent / "plugins"]
+    found: list[tuple[str, Path]] = []
+    for folder in map(Path, folders):
+        for candidate in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            try:
+                meta = read_plugin_metadata(candidate)
+            except CheckpointError:
+                continue
+            if meta.get("engine") == ENGINE and meta.get("backbone_checkpoint") == identity:
+                found.append((str(meta.get("created", "")), candidate))
+    return max(found)[1] if found else None
+
+
+# --- the engine -----------------------------------------------------------------------
+@register_engine(ENGINE, tasks=("points", "box"), plugin_hosts=("sam", "sam2"), plugin_required=True,
+                 description="Stable-SAM: SAM / SAM 2 with a trained deformable-sampling "
+                             "plugin, robust to sloppy boxes and single clicks")
+class StableSamEngine:
+    name = ENGINE
+
+    def __init__(self, host: SamEngine | Sam2Engine, plugin: StableSAMPlugin, *,
+                 plugin_path: str | Path | None = None, plugin_meta: dict | None = None):
+        model = host.model
+        self.decoder = model.sam_mask_decoder if hasattr(model, "sam_mask_decoder") else model.mask_decoder
+        width = int(self.decoder.transformer_dim)
+        if plugin.conv_in.out_channels != width:
+            raise CheckpointError(f"Stable-SAM plugin {plugin_path or ''} has width "
+                                  f"{plugin.conv_in.out_channels}, the backbone's decoder {width}")
+        self.host = host
+        self.plugin = plugin.to(host.device).eval().requires_grad_(False)
+        self.backbone_key = host.backbone_key     # same encoder, same cached embeddings
+        self.plugin_path = None if plugin_path is None else Path(plugin_path)
+        self.plugin_meta = dict(plugin_meta or {})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
+                        exact: bool = False, plugin: str | Path | None = None, **_ignored):
+        """`path`: the SAM / SAM 2.1 backbone; `plugin`: a stable-sam plugin file trained
+        on it (default: one found beside the backbone, see find_plugin)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist (expected the SAM or SAM 2.1 "
+                                  "backbone of a Stable-SAM plugin)")
+        plugin = plugin if plugin is not None else find_plugin(path)
+        if plugin is None:
+            raise CheckpointError(f"stable-sam needs a trained Stable-SAM plugin for {path.name} "
+                                  f"and none was given or found beside it; {train_hint(path)}")
+        identity = checkpoint_identity(path)
+        meta = read_plugin_metadata(plugin)   # refuse a wrong plugin before loading GBs
+        if meta.get("engine") != ENGINE or meta.get("backbone_checkpoint") != identity:
+            load_plugin(plugin, engine=ENGINE, backbone_arch=str(meta.get("backbone_arch")),
+                        backbone_checkpoint=identity)      # raises, naming the mismatch
+        host, backbone_arch = build_host(path, arch, device=device, exact=exact)
+        return cls.from_host(host, plugin, backbone_arch=backbone_arch, backbone_checkpoint=identity)
+
+    @classmethod
+    def from_host(cls, host: SamEngine | Sam2Engine, plugin: str | Path, *,
+                  backbone_arch: str | None = None, backbone_checkpoint: str | None = None):
+        """An engine from a built host and a plugin file; arch and checkpoint identity
+        default to the host's backbone key ("sam:vit_b:<identity>")."""
+        if backbone_arch is None:
+            backbone_arch, _, ident = host.backbone_key.rpartition(":")
+            backbone_checkpoint = backbone_checkpoint or ident
+            if not backbone_arch:
+                raise EngineError(f"backbone key {host.backbone_key!r} does not name an "
+                                  "architecture; pass backbone_arch")
+        state, meta = load_plugin(plugin, engine=ENGINE, backbone_arch=backbone_arch,
+                                  backbone_checkpoint=backbone_checkpoint)
+        try:
+            module = StableSAMPlugin.from_state(state)
+        except EngineError as exc:
+            raise CheckpointError(f"plugin {plugin}: {exc}") from None
+        return cls(host, module, plugin_path=plugin, plugin_meta=meta)
+
+    # --- what the rest of the program reads from an engine ----------------------------
+    @property
+    def model(self):
+        return self.host.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.host.device
+
+    @property
+    def input_side(self) -> int:
+        return self.host.input_side
+
+    def embed(self, image: np.ndarray) -> Embedding:
+        return self.host.embed(image)
+
+    @torch.no_grad()
+    def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
+        """The host's predict (its multimask default included) with layer 2 routed
+        through the plugin; alpha = (deformed, regular) weights of this prompt."""
+        with attached(self.decoder, self.plugin) as hook:
+            pred = self.host.predict(emb, prompt)
+        pred.engine = self.name
+        pred.extras["alpha"] = hook.last_alpha[0].float().cpu().numpy()
+        return pred
