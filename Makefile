@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	# torch first: served from this machine's disk; otherwise pip resolves a CUDA build from PyPI.
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps pysodmetrics==1.6.2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -60,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--json", type=Path, help="also save the raw per-run results here")
     p.add_argument("--note", default="", help="a sentence added to the header (e.g. machine was busy)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker process (default 1800)")
+    p.add_argument("--plugins", choices=("yes", "no", "only"), default="yes",
+                   help="also time Stable-SAM / HQ-SAM clicks over their host on vit_b and "
+                        "hiera_t (default yes; 'only' skips the reference comparison)")
     args = p.parse_args(argv)
     if args.archs:
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
@@ -244,6 +247,13 @@ def main(argv=None) -> int:
         files = {"tmp": Path(tmp), "image": Path(tmp) / "image.npy", "clicks": Path(tmp) / "clicks.json"}
         np.save(files["image"], image)
         files["clicks"].write_text(json.dumps(make_clicks(args.clicks)))
+        if args.plugins != "no":
+            from _plugin_report import run_plugin_stage
+            plugin_archs = [a for a in QUICK_ARCHS if args.plugins == "only" or a in args.arch_list]
+            run_plugin_stage(files["image"], plugin_archs, args.clicks,
+                             None if args.no_write else args.docs, args.timeout)
+            if args.plugins == "only":
+                return 0
         for arch in args.arch_list:
             results[arch] = bench_arch(arch, args, files, ref_env)
     rows = [summarise(arch, *results[arch]) for arch in args.arch_list]

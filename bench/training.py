@@ -1,0 +1,153 @@
+"""Benchmark (not a test): training steps per second with the frozen-feature cache versus
+re-running the frozen encoder every step, on full-size architectures with random
+weights (timing only; no weights exist here).
+
+For each (plugin, backbone) pair: build the real adapter on a random-weight checkpoint
+of the official architecture, make a few images with object masks, then time optimiser
+steps (a) with features cached (the encoder ran once per image before timing) and (b)
+with a cache that never hits, so every step encodes its batch. Same batches, prompts and
+loss in both; only where the features come from differs.
+
+    .venv/bin/python bench/training.py                 # vit_b + hiera_t, ~10 min on 2 cores
+    .venv/bin/python bench/training.py --archs hiera_t --cached-steps 5 --recompute-steps 1
+
+Writes its table between the training markers of docs/benchmarks.md (--no-write: don't).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import write_section  # noqa: E402
+from _latency_report import machine  # noqa: E402
+
+PAIRS = {"vit_b": ("hq-sam", "stable-sam"), "hiera_t": ("stable-sam", "hq-sam")}
+
+
+def random_checkpoint(arch: str, folder: Path) -> Path:
+    """The official architecture with random weights, saved as a plain state dict."""
+    torch.manual_seed(0)
+    if arch.startswith("vit"):
+        from engines.sam_engine import build_sam_architecture
+        model = build_sam_architecture(arch)
+    else:
+        from engines.sam2_engine import build_sam2_architecture
+        model = build_sam2_architecture(arch)
+    path = folder / f"{arch}-random.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def photo_items(n_images: int, size: int = 640):
+    """Real photos (shared/data/photos) with two elliptic object masks each."""
+    import cv2
+
+    from training.items import items_from_arrays
+    photos = sorted((ROOT.parent / "shared" / "data" / "photos").glob("*.jpg"))
+    photos += sorted((ROOT / "resources" / "samples").glob("*.png"))
+    rng = np.random.default_rng(0)
+    items = []
+    for path in photos[:n_images]:
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = cv2.resize(image, (size, size * image.shape[0] // image.shape[1]))
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        masks = []
+        for _ in range(2):
+            cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+            ax, ay = rng.uniform(0.1, 0.25) * w, rng.uniform(0.1, 0.25) * h
+            masks.append(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1)
+        items += items_from_arrays(image, masks)
+    return items
+
+
+class NeverHit:
+    """A feature source that runs the encoder on every request (the no-cache baseline)."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.stats = type("Stats", (), {"encoder_calls": 0})()
+
+    def get(self, digest, load):
+        with torch.no_grad():
+            feats = self.adapter.encode(self.adapter.preprocess(load())[None])
+        self.stats.encoder_calls += 1
+        return {k: v[0] for k, v in feats.items()}
+
+    def warm(self, items, progress=None):
+        pass
+
+
+def time_steps(engine: str, backbone: Path, items, steps: int, cached: bool, batch: int,
+               out: Path) -> tuple[float, int]:
+    from training.trainer import TrainConfig, Trainer
+    cfg = TrainConfig(engine=engine, backbone=str(backbone), out=str(out), steps=steps,
+                      batch_size=batch, progress=False, checkpoint_every=10**9, device="cpu",
+                      cache_dir=str(out / "features"))
+    trainer = Trainer(cfg, items=items)
+    if not cached:
+        trainer.features = NeverHit(trainer.adapter)
+    trainer._warm_cache()                 # cached: encode every image once, untimed
+    t0 = time.perf_counter()
+    trainer.run()                         # run() warms again: all hits, negligible
+    seconds = time.perf_counter() - t0
+    return steps / seconds, trainer.features.stats.encoder_calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default="vit_b,hiera_t")
+    parser.add_argument("--cached-steps", type=int, default=10)
+    parser.add_argument("--recompute-steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    from engines.alloc import tune_allocator
+    tune_allocator()
+    items = photo_items(4)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for arch in args.archs.split(","):
+            backbone = random_checkpoint(arch, tmp)
+            for engine in PAIRS[arch]:
+                cached, _ = time_steps(engine, backbone, items, args.cached_steps, True,
+                                       args.batch_size, tmp / f"{engine}-{arch}-c")
+                fresh, calls = time_steps(engine, backbone, items, args.recompute_steps, False,
+                                          args.batch_size, tmp / f"{engine}-{arch}-r")
+                rows.append((engine, arch, cached, fresh, calls))
+                print(f"{engine} on {arch}: cached {cached:.3f} steps/s, recomputing "
+                      f"{fresh:.4f} steps/s ({cached / fresh:.0f}x)", flush=True)
+    m = machine()
+    lines = [
+        "## Training: steps per second with the feature cache",
+        "",
+        f"`bench/training.py`, {datetime.date.today()}, {m['cpu']}, {m['cores']} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads. Full-size architectures with "
+        f"**random weights** (timing only), global batch {args.batch_size} on photos at 1024 px "
+        "input; the same batches, prompts and loss with and without the cache.",
+        "",
+        "| plugin | backbone | cached steps/s | recomputing steps/s | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for engine, arch, cached, fresh, _ in rows:
+        lines.append(f"| {engine} | {arch} | {cached:.3f} | {fresh:.4f} | {cached / fresh:.0f}x |")
+    lines += ["", "Goal: at least 10x with the cache."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "benchmarks.md", "training", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""`sam`: train a whole SAM (encoder, prompt encoder, decoder), from scratch or from a
+checkpoint.
+
+This is not a plugin: it exists so the experiments can train a small SAM on generated
+data on a CPU, freeze it, and train the real plugins on top (no weights can be
+downloaded here). The backbone is a SAM checkpoint path (fine-tune) or
+`scratch:<preset>` (random init, engines/tiny.py presets). The result is saved as a plain
+state dict in the official key layout, so every engine loads it like an official file.
+
+Loss as in SAM's paper: a single-click prompt is ambiguous, so its three multimask
+outputs are all predicted and only the best one (lowest loss) is trained; every other
+prompt trains the single-mask output. The IoU head learns the actual IoU of each output.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.checkpoints import checkpoint_identity, load_into, load_state_dict
+from engines.tiny import tiny_sam
+
+from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
+from .sam_host import SamHost
+
+PRESETS = {
+    # 256 px input, 16x16 tokens, 64x64 low-res masks: trains on 2 CPU cores in minutes
+    "tiny": dict(img_size=256, embed_dim=96, depth=4, num_heads=4, prompt_dim=64,
+                 decoder_mlp_dim=256, window_size=4),
+    "micro": dict(img_size=128, embed_dim=32, depth=2, num_heads=2, prompt_dim=32),
+}
+
+
+class SamFullAdapter(PluginAdapter):
+    engine = "sam"
+    cacheable = False   # the encoder trains
+
+    def __init__(self, sam, identity: str):
+        super().__init__()
+        self.model = sam
+        self.host = SamHost(sam)
+        self.identity = identity
+        sam.train()
+
+    @property
+    def side(self) -> int:
+        return self.host.side
+
+    def frame(self, image_size):
+        return self.host.frame(image_size)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.host.preprocess(image)
+
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"image_embed": self.model.image_encoder(images)}
+
+    @property
+    def trainable(self):
+        return self.model
+
+    def backbone_identity(self) -> str:
+        return self.identity
+
+    def forward(self, features: dict[str, torch.Tensor], prompts: list[TrainPrompt]) -> AdapterOutput:
+        embed = features["image_embed"] if "image_embed" in features \
+            else self.model.image_encoder(features["image"])
+        pe = self.model.prompt_encoder.get_dense_pe()
+        logits, ious, cands, cand_ious, ambiguous = [], [], [], [], []
+        for i, prompt in enumerate(prompts):
+            sparse, dense = self.host.encode_prompt(prompt)
+            # one decoder pass gives all four outputs: [single, multi x3] (as
+            # MaskDecoder.forward slices them)
+            low4, iou4 = self.model.mask_decoder.predict_masks(embed[i:i + 1], pe, sparse, dense)
+            logits.append(low4[:, :1])
+            ious.append(iou4[:, 0])
+            single_click = prompt.box is None and prompt.points is not None and len(prompt.points) == 1
+            ambiguous.append(single_click)
+            cands.append(low4[:, 1:] if single_click else low4[:, :1].expand(-1, 3, -1, -1))
+            cand_ious.append(iou4[:, 1:] if single_click else iou4[:, :1].expand(-1, 3))
+        return AdapterOutput(torch.cat(logits), torch.cat(ious),
+                             {"candidates": torch.cat(cands), "candidate_iou": torch.cat(cand_ious),
+                              "ambiguous": torch.tensor(ambiguous)})
+
+    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn) -> torch.Tensor:
+        """Per item: the single-mask loss, or for a single click the best of the three
+        candidates; plus the IoU head's MSE against each trained output's real IoU."""
+        from ..losses import iou_mse
+        total = out.logits.new_zeros(())
+        for i in range(len(gts)):
+            if bool(out.extras["ambiguous"][i]):
+                cands = out.extras["candidates"][i:i + 1]
+                losses = [loss_fn(i, cands[:, k:k + 1]) for k in range(cands.shape[1])]
+                best = min(range(len(losses)), key=lambda k: float(losses[k].detach()))
+                total = total + losses[best]
+                total = total + iou_mse(out.extras["candidate_iou"][i:i + 1].reshape(-1),
+                                        cands.transpose(0, 1), gts[i:i + 1].expand(3, -1, -1, -1))
+            else:
+                total = total + loss_fn(i, out.logits[i:i + 1])
+                total = total + iou_mse(out.iou_pred[i:i + 1], out.logits[i:i + 1], gts[i:i + 1])
+        return total / len(gts)
+
+    def plugin_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+
+    def default_recipe(self) -> dict[str, Any]:
+        return {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 0.05, "schedule": "cosine",
+                "grad_clip": 1.0,
+                "prompt_mix": {"tight-box": 2, "noisy-box": 1, "points-1": 2, "points-3": 1,
+                               "noisy-mask": 0.5},
+                "noisy_box_scale": 0.2}
+
+    def export(self, path, **meta: Any) -> Path:
+        """A plain state dict in the official layout (+ `<name>.json` with the metadata)."""
+        path = Path(path).with_suffix(".pth")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        torch.save(self.plugin_state(), tmp)
+        tmp.replace(path)
+        record = {"engine": "sam", "backbone": self.identity, **meta}
+        path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return path
+
+
+@register_adapter("sam")
+def build(backbone: str, **options) -> SamFullAdapter:
+    if backbone.startswith("scratch:"):
+        preset = backbone.split(":", 1)[1]
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} in {backbone!r}; presets: {', '.join(PRESETS)}")
+        config = {**PRESETS[preset], **{k: int(v) for k, v in options.items() if k in PRESETS["tiny"]}}
+        return SamFullAdapter(tiny_sam(seed=int(options.get("init_seed", 0)), **config).train(),
+                              f"sam:scratch-{preset}:none")
+    from engines.sam_engine import build_sam_for_state, guess_sam_arch
+    state = load_state_dict(backbone, expected="SAM")
+    arch = guess_sam_arch(state)
+    if arch is None:
+        from engines.types import CheckpointError
+        raise CheckpointError(f"checkpoint {backbone} is not a SAM checkpoint")
+    model = build_sam_for_state(arch, state)
+    load_into(model, state, backbone, expected=f"SAM {arch}")
+    return SamFullAdapter(model, f"sam:{arch}:{checkpoint_identity(backbone)}")
