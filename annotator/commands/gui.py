@@ -28,17 +28,40 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="memory for embeddings of recent images, MiB (default 1024)")
 
 
+class SessionFactory:
+    """`factory(on_event, checkpoints=None, plugins=None) -> EngineSession` over the
+    installed engines, pinned to the model picker's choice. It also lists the trained
+    plugins for the picker: reading them needs engine code that imports torch, which the
+    UI may not import."""
+
+    def __init__(self, models_dir: str | None = None, device: str | None = None,
+                 cache_mb: float = 1024):
+        from engines.device import choose_device
+        choose_device(device)       # EngineError for a bad device, before the window opens
+        self.models_dir, self.device, self.cache_mb = models_dir, device, cache_mb
+
+    def __call__(self, on_event, *, checkpoints: dict[str, str] | None = None,
+                 plugins: dict[str, str] | None = None):
+        from annotator.core.session import build_session
+        return build_session(on_event, models_dir=self.models_dir, device=self.device,
+                             cache_mb=self.cache_mb, checkpoints=checkpoints, plugins=plugins)
+
+    @staticmethod
+    def list_plugins(directory, checkpoints: dict[str, str] | None = None) -> list[tuple]:
+        """(InstalledPlugin, backbone file or None) for every plugin in the models folder
+        `directory`: the backbone is the file the router pairs it with (one of its host
+        engines' installed or pinned checkpoints, matched by identity)."""
+        from engines.plugin_index import find_plugins
+        from engines.router import Router
+        router = Router(models_dir=directory, checkpoints=checkpoints)
+        return [(plugin, router.plugin_backbone(plugin)) for plugin in find_plugins(router.models_dir)]
+
+
 def session_factory(models_dir: str | None = None, device: str | None = None,
-                    cache_mb: float = 1024):
+                    cache_mb: float = 1024) -> SessionFactory:
     """on_event -> EngineSession over the installed engines (EngineError for a bad device,
     raised here, before the window opens)."""
-    from annotator.core.session import build_session
-    from engines.device import choose_device
-    choose_device(device)
-
-    def factory(on_event):
-        return build_session(on_event, models_dir=models_dir, device=device, cache_mb=cache_mb)
-    return factory
+    return SessionFactory(models_dir, device, cache_mb)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,12 +48,16 @@ class EngineSession:
 
 
 def build_session(on_event: Callable[[Any], None], *, models_dir: str | None = None,
-                  device: str | None = None, cache_mb: float = 1024) -> EngineSession:
+                  device: str | None = None, cache_mb: float = 1024,
+                  checkpoints: dict[str, str] | None = None,
+                  plugins: dict[str, str] | None = None) -> EngineSession:
     """The real thing: a Router over the installed engines, a memory + disk cache.
+    `checkpoints` / `plugins` pin engines to files (the model picker's choice).
     EngineError for an unknown or unavailable device."""
     from engines.device import choose_device
     from engines.router import Router
     chosen = choose_device(device)   # fails here, before any thread starts
-    router = Router(models_dir=models_dir, device=str(chosen))
+    router = Router(models_dir=models_dir, device=str(chosen), checkpoints=checkpoints,
+                    plugins=plugins)
     return EngineSession(router, EmbeddingCache(memory_mb=cache_mb), on_event,
                          device=str(chosen))

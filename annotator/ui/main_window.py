@@ -29,7 +29,9 @@ from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
 from annotator.ui.polygon_edit import PolygonEditor
 from annotator.ui.actions import install_actions
-from annotator.ui.settings import read_bool, read_int
+from annotator.ui.model_choice import make_session
+from annotator.ui.settings import read_bool, read_int, read_model_choice, write_model_choice
+from annotator.ui.train_dialog import install_train_action
 from annotator.ui.widgets import PromptField
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class MainWindow(QMainWindow):
         self.session_factory = session_factory
         self.models_dir = models_dir        # None: $ANNOTATOR_MODELS_DIR or the user data dir
         self.model_dialog = None            # File > Models…, made on first use
+        self.train_dialog = None            # File > Train…, made on first use
         self.settings = settings
         self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
@@ -57,7 +60,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"Annotator — {project.path}")
 
         self.bridge = EventBridge(self)
-        self.session = session_factory(self.bridge) if session_factory else None
+        self.session = self._new_session() if session_factory else None
         self.canvas = Canvas(self)
         self.labeler = Labeler(self.session, self.canvas, self)
         self.bridge.connect_to(self.labeler.on_event)
@@ -76,6 +79,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status()
         install_actions(self)
+        install_train_action(self)
         self._connect()
 
         self._unsubscribe = project.subscribe(self._on_store_event)
@@ -344,7 +348,7 @@ class MainWindow(QMainWindow):
             self.session.shutdown()
         self.session = self.labeler.session = None
         try:
-            self.session = self.labeler.session = self.session_factory(self.bridge)
+            self.session = self.labeler.session = self._new_session()
         except Exception as exc:    # whatever the composition root raises, say it
             self.statusBar().showMessage(f"cannot restart the engines: {exc}")
             return False
@@ -357,6 +361,15 @@ class MainWindow(QMainWindow):
             self.show_image(self.image_id)      # embed again with the new engines
         self.statusBar().showMessage("engines restarted")
         return True
+
+    def _new_session(self):
+        """The factory's session, pinned to the models chosen in the picker (saved)."""
+        return make_session(self.session_factory, self.bridge, read_model_choice(self.settings))
+
+    def apply_model_choice(self, choice: dict) -> bool:
+        """Save the picker's choice and restart the engines with it."""
+        write_model_choice(self.settings, choice)
+        return self.reload_engines()
 
     def _answered(self, engine: str, explain: str, ms: float) -> None:
         self.engine_label.setText(f"engine: {engine}")
@@ -512,6 +525,8 @@ class MainWindow(QMainWindow):
         self.bridge.close()
         if self.model_dialog is not None:
             self.model_dialog.shutdown()
+        if self.train_dialog is not None:
+            self.train_dialog.shutdown()
         self._unsubscribe()
         if self.session is not None:
             self.session.shutdown()

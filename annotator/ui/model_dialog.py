@@ -1,5 +1,6 @@
-"""File ▸ Models… (Ctrl+M): the catalogue with what is installed, which model each engine
-uses, and downloads with a progress dialog.
+"""File ▸ Models… (Ctrl+M): the catalogue with what is installed, the trained plugins,
+which model each engine loads (the user can pin one per engine: the choice is saved and
+the router is built with it), and downloads with a progress dialog.
 
 A download runs on its own QThread (never the GUI thread). Cancel sets a flag that the
 downloader's progress callback turns into an exception, so engines.download stops at the
@@ -15,13 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QThread, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout,
-                               QHeaderView, QLabel, QMessageBox, QProgressDialog,
-                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QMessageBox,
+                               QProgressDialog, QPushButton, QVBoxLayout, QWidget)
 
 from annotator.core.models import (CatalogueError, DownloadError, ModelEntry, ModelStatus,
                                    download_model, model_statuses, models_dir, partial_path)
+from annotator.ui.model_choice import (Choice, ModelChoicePanel, PluginLister, copy_choice,
+                                       fill_row, make_table)
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,21 @@ def _mb(n: int) -> str:
 
 class ModelDialog(QDialog):
     download_finished = Signal(str, str)    # model name, installed path
+    choice_changed = Signal(object)         # the applied choice (see `apply_choice`)
 
     def __init__(self, parent: QWidget | None = None, *, directory: str | Path | None = None,
                  entries: list[ModelEntry] | None = None, current_engine: str = "",
                  reload_engines: Callable[[], bool] | None = None,
-                 download_fn: Callable[..., Path] | None = None):
+                 download_fn: Callable[..., Path] | None = None,
+                 choice: Choice | None = None, apply_choice: Callable[[Choice], bool] | None = None,
+                 list_plugins: PluginLister | None = None):
+        """`choice`: the files engines are pinned to ({"checkpoints": {engine: path},
+        "plugins": {...}}); `apply_choice(choice)` saves it and restarts the engines;
+        `list_plugins(folder, pinned checkpoints)` -> [(InstalledPlugin, backbone or
+        None)] comes from the composition root (reading plugins imports torch)."""
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(760, 420)
+        self.resize(820, 640)
         self.directory = models_dir(directory)
         self.entries = entries              # None: the shipped catalogue, read on refresh
         self.reload_engines = reload_engines
@@ -96,20 +104,16 @@ class ModelDialog(QDialog):
         self.statuses: list[ModelStatus] = []
         self.thread: DownloadThread | None = None
         self.progress: QProgressDialog | None = None
+        self.apply_choice_fn = apply_choice
 
         self.engine_label = QLabel(self)
         folder = QLabel(f"Models folder: {self.directory}", self)
         folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = QTableWidget(0, len(COLUMNS), self)
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table = make_table(self, COLUMNS)
         self.table.horizontalHeaderItem(5).setToolTip(
-            "each engine loads the first installed model of its kind (a model installed "
-            "just now is used after the engines restart)")
+            "each engine loads the model chosen below, else the first installed one of "
+            "its kind (a model installed just now is used after the engines restart)")
+        self.choices = ModelChoicePanel(self, list_plugins=list_plugins, choice=choice)
         self.description = QLabel(self)
         self.description.setWordWrap(True)
         self.status = QLabel(self)
@@ -118,21 +122,26 @@ class ModelDialog(QDialog):
         self.restart_button = QPushButton("Restart engines", self)
         self.restart_button.setToolTip("stop the engines and start them again, so that "
                                        "newly installed models are used")
+        self.apply_button = QPushButton("Use the chosen models", self)
+        self.apply_button.setToolTip("save the choice and restart the engines with it")
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         close.rejected.connect(self.reject)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.download_button)
-        buttons.addWidget(self.restart_button)
+        for button in (self.download_button, self.restart_button, self.apply_button):
+            buttons.addWidget(button)
         buttons.addStretch(1)
         buttons.addWidget(close)
         layout = QVBoxLayout(self)
-        for widget in (self.engine_label, folder, self.table, self.description, self.status):
+        for widget in (self.engine_label, folder, self.table, self.description, self.choices,
+                       self.status):
             layout.addWidget(widget)
         layout.addLayout(buttons)
 
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.download_button.clicked.connect(lambda: self.start_download())
         self.restart_button.clicked.connect(self.restart_engines)
+        self.apply_button.clicked.connect(self.apply_choice)
+        self.choices.pending_changed.connect(self._update_buttons)
         self.set_current_engine(current_engine)
         self.refresh()
 
@@ -143,34 +152,53 @@ class ModelDialog(QDialog):
         self.engine_label.setText(f"Engine that answered last: {name}")
 
     def refresh(self) -> None:
-        """Read the catalogue and the models folder again (cheap: no hashing)."""
+        """Read the catalogue, the models folder and its plugins again (no hashing of
+        checkpoints; a plugin's backbone is matched by a cheap identity)."""
         keep = self.selected_status()
         try:
             self.statuses = model_statuses(self.directory, self.entries)
         except CatalogueError as exc:
             self.statuses = []
             self.status.setText(str(exc))
+        used = self.choices.refresh(self.statuses, self.directory)
         self.table.setRowCount(len(self.statuses))
         for row, st in enumerate(self.statuses):
             e = st.entry
             installed = "yes" if st.installed else \
                 (f"no ({_mb(st.partial_bytes)} MB partial)" if st.partial_bytes else "no")
             cells = (e.name, e.engine, e.arch, "?" if e.size is None else _mb(e.size),
-                     installed, "yes" if st.in_use else "")
+                     installed, used.get(st.path, ""))
             tip = "\n".join(x for x in (e.description, f"file: {e.filename}",
                                         f"license: {e.license}", e.note or "") if x)
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setToolTip(tip)
-                if col == 3:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight
-                                          | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(row, col, item)
+            fill_row(self.table, row, cells, tip, right=3)
         self.table.resizeColumnsToContents()
+        if self.choices.problem:
+            self.status.setText(self.choices.problem)
         names = [st.entry.name for st in self.statuses]
         if names:
             self.select(keep.entry.name if keep and keep.entry.name in names else names[0])
         self._update_buttons()
+
+    # -- which model each engine loads
+
+    def apply_choice(self) -> bool:
+        """Make the chosen models the engines' (saved, and the engines restarted by
+        `apply_choice`). False when there was nothing to restart or it failed."""
+        if self.thread is not None:
+            self.status.setText("wait for the download to end first")
+            return False
+        choice = copy_choice(self.choices.pending)
+        self.choices.set_choice(choice)
+        if self.apply_choice_fn is None:
+            ok = False
+            self.status.setText("nothing here applies the choice (no window)")
+        else:
+            ok = bool(self.apply_choice_fn(choice))
+            self.status.setText("engines restarted with the chosen models" if ok else
+                                "choice saved: the engines use it when they next start")
+        self.choice_changed.emit(copy_choice(choice))
+        self.refresh()
+        return ok
 
     def select(self, name: str) -> bool:
         for row, st in enumerate(self.statuses):
@@ -192,6 +220,7 @@ class ModelDialog(QDialog):
         self.download_button.setText("Resume download" if st and st.partial_bytes
                                      else "Download")
         self.restart_button.setEnabled(self.reload_engines is not None and not busy)
+        self.apply_button.setEnabled(self.choices.changed and not busy)
         if st is not None:
             self.description.setText(st.entry.description
                                      + (f" ({st.entry.note})" if st.entry.note else ""))
@@ -329,12 +358,17 @@ class ModelDialog(QDialog):
 def show_model_dialog(window) -> ModelDialog:
     """File ▸ Models…: one picker per window, refreshed each time it opens. It is modal
     to the window but not blocking (`open`, not `exec`), so a download keeps the GUI live."""
+    from annotator.ui.settings import read_model_choice
     dialog = getattr(window, "model_dialog", None)
     if dialog is None:
         reload = window.reload_engines if window.session_factory is not None else None
-        dialog = ModelDialog(window, directory=window.models_dir, reload_engines=reload)
+        dialog = ModelDialog(window, directory=window.models_dir, reload_engines=reload,
+                             apply_choice=window.apply_model_choice,
+                             list_plugins=getattr(window.session_factory, "list_plugins", None))
         window.model_dialog = dialog
     dialog.set_current_engine(window.engine_label.text().partition(": ")[2])
+    if dialog.thread is None:
+        dialog.choices.set_choice(read_model_choice(window.settings))
     dialog.refresh()
     dialog.open()
     return dialog

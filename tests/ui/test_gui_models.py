@@ -289,3 +289,100 @@ def test_reload_without_engines_says_so(qtbot, image_folder, settings_path):
     assert w.reload_engines() is False
     assert "no engines to restart" in w.statusBar().currentMessage()
     w.shutdown()
+
+
+def choose(qtbot, combo, prefix: str) -> None:
+    """Pick the item starting with `prefix` with the keyboard, as a user would."""
+    target = next(i for i in range(combo.count()) if combo.itemText(i).startswith(prefix))
+    while combo.currentIndex() != target:
+        step = Qt.Key.Key_Down if combo.currentIndex() < target else Qt.Key.Key_Up
+        qtbot.keyClick(combo, step)
+
+
+def test_picker_pins_engines_to_the_chosen_files_and_the_choice_persists(
+        qtbot, tmp_path, monkeypatch, image_folder, settings_path, one_torch_thread):
+    import torch
+
+    import engines.hq_sam_engine  # noqa: F401  (registers hq-sam with the router)
+    from annotator.commands.gui import SessionFactory
+    from annotator.ui.model_choice import PLUGIN_COLUMNS
+    from annotator.ui.settings import open_settings, read_model_choice
+    from engines.checkpoints import checkpoint_identity
+    from engines.hq_checkpoint import split_hq_checkpoint
+    from engines.hq_sam_engine import tiny_hq_sam
+    from engines.plugins import save_plugin
+    from PySide6.QtWidgets import QFileDialog
+
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("ANNOTATOR_MODELS_DIR", str(models))
+    sam_state, hq_state = split_hq_checkpoint(tiny_hq_sam(seed=3).state_dict())
+    backbone = tmp_path / "elsewhere" / "tiny_sam.pth"     # not a catalogue file
+    backbone.parent.mkdir()
+    torch.save(sam_state, backbone)
+    plugin = save_plugin(models / "plugins" / "hq-sam" / "run1" / "hq.safetensors", hq_state,
+                         engine="hq-sam", backbone_arch="sam:tiny",
+                         backbone_checkpoint=checkpoint_identity(backbone),
+                         metrics={"tight-box/miou": 0.5, "tight-box/mbiou": 0.25})
+    calls = []
+
+    class Recording(SessionFactory):
+        def __call__(self, on_event, **pins):
+            calls.append(pins)
+            return super().__call__(on_event, **pins)
+
+    factory = Recording(str(models), "cpu", 64)
+    w = open_window(qtbot, image_folder, factory, settings_path)
+    assert calls == [{}]
+    key(qtbot, w, Qt.Key.Key_M, Qt.KeyboardModifier.ControlModifier)
+    picker = w.model_dialog
+    col = {name: i for i, name in enumerate(PLUGIN_COLUMNS)}
+    row = lambda: {c: picker.choices.table.item(0, i).text() for c, i in col.items()}  # noqa: E731
+    assert picker.choices.table.rowCount() == 1
+    assert row()["Held-out metrics"] == "tight-box/mbiou 0.250, tight-box/miou 0.500"
+    assert (row()["Backbone installed"], row()["Used"]) == ("no", "")
+    combos = picker.choices.combos
+    assert combos["hq-sam"].currentText() == "automatic (nothing installed)"
+    assert not picker.apply_button.isEnabled()
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(backbone), ""))
+    choose(qtbot, combos["sam"], "Other checkpoint file")
+    assert combos["sam"].currentText() == "file tiny_sam.pth"
+    choose(qtbot, combos["hq-sam"], "plugin hq.safetensors on sam:tiny")
+    assert picker.apply_button.isEnabled() and calls == [{}]     # nothing applied yet
+    old = w.session
+    qtbot.mouseClick(picker.apply_button, Qt.MouseButton.LeftButton)
+    pins = {"checkpoints": {"sam": str(backbone)}, "plugins": {"hq-sam": str(plugin)}}
+    assert calls[-1] == pins and w.session is not old
+    router = w.session.engines
+    assert router.checkpoints == {"sam": backbone} and router.plugins == {"hq-sam": plugin}
+    assert read_model_choice(open_settings(settings_path)) == pins
+    assert (row()["Backbone installed"], row()["Used"]) == ("tiny_sam.pth", "chosen")
+    assert "restarted" in picker.status.text() and not picker.apply_button.isEnabled()
+    picker.reject()
+
+    click(qtbot, w, 55, 45)                          # the pinned SAM answers plain clicks
+    wait_preview(qtbot, w)
+    assert w.engine_label.text() == "engine: sam"
+    assert "tiny_sam.pth" in w.engine_label.toolTip()
+    key(qtbot, w, Qt.Key.Key_Escape)
+    w.fine_edges.setChecked(True)                    # and the pinned HQ plugin fine edges
+    click(qtbot, w, 55, 45)
+    wait_preview(qtbot, w)
+    assert w.engine_label.text() == "engine: hq-sam"
+    assert "hq.safetensors" in w.engine_label.toolTip()
+    w.shutdown()
+
+    w = open_window(qtbot, image_folder, factory, settings_path)    # the choice persists
+    assert calls[-1] == pins
+    key(qtbot, w, Qt.Key.Key_M, Qt.KeyboardModifier.ControlModifier)
+    picker = w.model_dialog
+    assert picker.choices.combos["sam"].currentText() == "file tiny_sam.pth"
+    assert picker.choices.combos["hq-sam"].currentText().startswith("plugin hq.safetensors")
+    choose(qtbot, picker.choices.combos["sam"], "automatic")
+    choose(qtbot, picker.choices.combos["hq-sam"], "automatic")
+    qtbot.mouseClick(picker.apply_button, Qt.MouseButton.LeftButton)
+    assert calls[-1] == {} and w.session.engines.checkpoints == {}
+    assert read_model_choice(open_settings(settings_path)) == {"checkpoints": {}, "plugins": {}}
+    assert row()["Backbone installed"] == "no"
+    w.shutdown()
