@@ -26,8 +26,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+# Python puts this script's folder first on sys.path, where `training` would be this very
+# file: the repository's package must win; bench's helpers come after it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(HERE))
 from _docs import write_section  # noqa: E402
 from _latency_report import machine  # noqa: E402
 
@@ -72,17 +76,24 @@ def photo_items(n_images: int, size: int = 640):
 
 
 class NeverHit:
-    """A feature source that runs the encoder on every request (the no-cache baseline)."""
+    """The no-cache baseline: every step encodes each distinct image of its batch once
+    (two objects of one image in a batch share one encoder run, as any trainer would)."""
 
     def __init__(self, adapter):
         self.adapter = adapter
         self.stats = type("Stats", (), {"encoder_calls": 0})()
+        self.this_step: dict[str, dict] = {}
+
+    def new_step(self):
+        self.this_step = {}
 
     def get(self, digest, load):
-        with torch.no_grad():
-            feats = self.adapter.encode(self.adapter.preprocess(load())[None])
-        self.stats.encoder_calls += 1
-        return {k: v[0] for k, v in feats.items()}
+        if digest not in self.this_step:
+            with torch.no_grad():
+                feats = self.adapter.encode(self.adapter.preprocess(load())[None])
+            self.stats.encoder_calls += 1
+            self.this_step[digest] = {k: v[0] for k, v in feats.items()}
+        return self.this_step[digest]
 
     def warm(self, items, progress=None):
         pass
@@ -96,7 +107,13 @@ def time_steps(engine: str, backbone: Path, items, steps: int, cached: bool, bat
                       cache_dir=str(out / "features"))
     trainer = Trainer(cfg, items=items)
     if not cached:
-        trainer.features = NeverHit(trainer.adapter)
+        source = trainer.features = NeverHit(trainer.adapter)
+        batch_inputs = trainer._batch_inputs
+
+        def per_step(step, batch):
+            source.new_step()
+            return batch_inputs(step, batch)
+        trainer._batch_inputs = per_step
     trainer._warm_cache()                 # cached: encode every image once, untimed
     t0 = time.perf_counter()
     trainer.run()                         # run() warms again: all hits, negligible
@@ -135,14 +152,17 @@ def main() -> None:
         f"`bench/training.py`, {datetime.date.today()}, {m['cpu']}, {m['cores']} cores, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads. Full-size architectures with "
         f"**random weights** (timing only), global batch {args.batch_size} on photos at 1024 px "
-        "input; the same batches, prompts and loss with and without the cache.",
+        "input; the same batches, prompts and loss with and without the cache. Without it, "
+        "every step encodes each distinct image of its batch once.",
         "",
         "| plugin | backbone | cached steps/s | recomputing steps/s | speed-up |",
         "|---|---|---|---|---|",
     ]
     for engine, arch, cached, fresh, _ in rows:
         lines.append(f"| {engine} | {arch} | {cached:.3f} | {fresh:.4f} | {cached / fresh:.0f}x |")
-    lines += ["", "Goal: at least 10x with the cache."]
+    short = [f"{e} on {a}" for e, a, c, f, _ in rows if c / f < 10]
+    lines += ["", "Goal: at least 10x with the cache: " +
+              ("met." if not short else f"not met for {', '.join(short)}.")]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 
 from engines.tiny import tiny_sam
-from training.adapters.sam_host import SamHost
+from training.adapters.sam_host import HostGeometry, SamHost
 from training.api import AdapterOutput, PluginAdapter
 from training.items import items_from_arrays
 
 
-class DecoderAdapter(PluginAdapter):
+class DecoderAdapter(HostGeometry, PluginAdapter):
     engine = "test-decoder"
 
     def __init__(self, seed: int = 0, img_size: int = 64):
@@ -24,16 +24,6 @@ class DecoderAdapter(PluginAdapter):
             p.requires_grad_(True)
         self.host = SamHost(self.model)
         self.encoder_calls = 0
-
-    @property
-    def side(self):
-        return self.host.side
-
-    def frame(self, image_size):
-        return self.host.frame(image_size)
-
-    def preprocess(self, image):
-        return self.host.preprocess(image)
 
     def encode(self, images):
         self.encoder_calls += len(images)

@@ -56,14 +56,17 @@ def items_from_arrays(image: np.ndarray, masks: list[np.ndarray], key: str | Non
 
 
 def items_from_coco(data: str | None, images: str | None, val_fraction: float,
-                    seed: int, occlusion: float = 0.0) -> tuple[list[TrainItem], list[TrainItem]]:
+                    seed: int, occlusion: float = 0.0,
+                    category_names: list[str] | None = None) -> tuple[list[TrainItem], list[TrainItem]]:
     """(train, val) items of a COCO instances file and its images folder, split by group
     (no image or group on both sides). `occlusion` > 0 adds that fraction (of the
-    training images) of synthetic-occlusion variants to the training side only."""
+    training images) of synthetic-occlusion variants to the training side only.
+    `category_names` keeps only those categories' objects; the split is made over all
+    images, so it is the same as without the filter."""
     if not data or not images:
         raise ValueError("training needs --data (a COCO instances json) and --images (its folder)")
     from .data import CocoInstances, split_by_group
-    dataset = CocoInstances.load(data, images)
+    dataset = CocoInstances.load(data, images, category_names)
     if val_fraction > 0:
         train, val = split_by_group(dataset, val_fraction, seed)
     else:

@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--split", choices=("val", "train", "all"), default="val",
                     help="which side of the group split (same --seed/--val-fraction as train)")
     ev.add_argument("--no-baseline", action="store_true", help="skip the plain host engine")
+    ev.add_argument("--categories", default=None, metavar="NAMES",
+                    help="comma-separated category names: score only those objects")
     ev.add_argument("--multimask", action="store_true",
                     help="use the best of the multimask candidates instead of the single mask")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
@@ -126,8 +128,10 @@ def _cmd_eval(args) -> int:
     try:
         protocols = parse_protocols(args.protocol)
         options = _options(args.option)
+        names = [n.strip() for n in args.categories.split(",")] if args.categories else None
         train, val = items_from_coco(args.data, args.images,
-                                     args.val_fraction if args.split != "all" else 0.0, args.seed)
+                                     args.val_fraction if args.split != "all" else 0.0, args.seed,
+                                     category_names=names)
     except ValueError as exc:
         print(f"annotator eval: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from engines.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
@@ -23,8 +22,8 @@ from engines.hq_checkpoint import HQ2_PARTS, HqParts, has_hq_weights, split_hq_c
 from engines.hq_sam_engine import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
 
-from ..api import AdapterOutput, InputFrame, PluginAdapter, TrainPrompt, register_adapter
-from .sam_host import Sam2Host, SamHost
+from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
+from .sam_host import HostGeometry, Sam2Host, SamHost
 
 MASK_PROMPT_SCALE = 255.0   # official quirk: 0/1 masks enter the prompt encoder as 0/255
 
@@ -34,7 +33,7 @@ def _check(prompt: TrainPrompt) -> None:
         raise PromptError(f"training prompt of kind {prompt.kind!r} has no box, points or mask")
 
 
-class _HqAdapter(PluginAdapter):
+class _HqAdapter(HostGeometry, PluginAdapter):
     """What both hosts share: the frozen model stays in eval mode, the HQ parts train."""
     engine = "hq-sam"
     host_kind = "sam"
@@ -77,16 +76,6 @@ class HqSamAdapter(_HqAdapter):
         self.host = SamHost(model)
         self.model.eval()
 
-    @property
-    def side(self) -> int:
-        return self.host.side
-
-    def frame(self, image_size: tuple[int, int]) -> InputFrame:
-        return self.host.frame(image_size)
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return self.host.preprocess(image)
-
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         device = self.model.pixel_mean.device
@@ -122,16 +111,6 @@ class HqSam2Adapter(_HqAdapter):
         super().__init__(model.eval(), hq, arch=arch, identity=identity)
         self.hq = hq
         self.host = Sam2Host(model)
-
-    @property
-    def side(self) -> int:
-        return self.host.side
-
-    def frame(self, image_size: tuple[int, int]) -> InputFrame:
-        return self.host.frame(image_size)
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return self.host.preprocess(image)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,14 +17,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from engines.checkpoints import checkpoint_identity, load_into, load_state_dict
 from engines.tiny import tiny_sam
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
-from .sam_host import SamHost
+from .sam_host import HostGeometry, SamHost
 
 PRESETS = {
     # 256 px input, 16x16 tokens, 64x64 low-res masks: trains on 2 CPU cores in minutes
@@ -34,7 +33,7 @@ PRESETS = {
 }
 
 
-class SamFullAdapter(PluginAdapter):
+class SamFullAdapter(HostGeometry, PluginAdapter):
     engine = "sam"
     cacheable = False   # the encoder trains
 
@@ -44,16 +43,6 @@ class SamFullAdapter(PluginAdapter):
         self.host = SamHost(sam)
         self.identity = identity
         sam.train()
-
-    @property
-    def side(self) -> int:
-        return self.host.side
-
-    def frame(self, image_size):
-        return self.host.frame(image_size)
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return self.host.preprocess(image)
 
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"image_embed": self.model.image_encoder(images)}

@@ -10,6 +10,21 @@ import torch
 from ..api import InputFrame, TrainPrompt
 
 
+class HostGeometry:
+    """Mixin for adapters that hold a `host` (SamHost / Sam2Host): their input frame and
+    preprocessing are the host engine's."""
+
+    @property
+    def side(self) -> int:
+        return self.host.side
+
+    def frame(self, image_size: tuple[int, int]) -> InputFrame:
+        return self.host.frame(image_size)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.host.preprocess(image)
+
+
 class SamHost:
     """Wraps a `Sam` (or HQ `Sam`) model: frame, preprocess and per-prompt encoding."""
 

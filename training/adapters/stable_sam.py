@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from engines.checkpoints import checkpoint_identity
@@ -19,14 +18,14 @@ from engines.sam2_engine import Sam2Engine
 from engines.stable_sam import StableSAMPlugin, attach
 from engines.stable_sam_engine import ENGINE, build_host
 
-from ..api import AdapterOutput, InputFrame, PluginAdapter, TrainPrompt, register_adapter
-from .sam_host import Sam2Host, SamHost
+from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
+from .sam_host import HostGeometry, Sam2Host, SamHost
 
 RTS_PROMPT_MIX = {"tight-box": 1, "noisy-box": 1, "points-1": 1 / 3, "points-3": 1 / 3,
                   "points-10": 1 / 3}
 
 
-class StableSamAdapter(PluginAdapter):
+class StableSamAdapter(HostGeometry, PluginAdapter):
     engine = ENGINE
 
     def __init__(self, host_engine, backbone_arch: str, backbone_checkpoint: str,
@@ -54,16 +53,6 @@ class StableSamAdapter(PluginAdapter):
         return self
 
     # --- geometry and the frozen encoder ----------------------------------------------
-    @property
-    def side(self) -> int:
-        return self.host.side
-
-    def frame(self, image_size: tuple[int, int]) -> InputFrame:
-        return self.host.frame(image_size)
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return self.host.preprocess(image)
-
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.sam2:
             return self.host.encode(images)
