@@ -122,7 +122,10 @@ def test_fast_path_within_bound_of_exact(hq_model, shape):
         pt = rng.uniform([0, 0], [w, h], size=(1, 2))
         for prompt in (Prompt(points=pt), Prompt(box=np.array([w * .2, h * .2, w * .7, h * .8]), points=pt)):
             a, b = fast.predict(emb, prompt), exact.predict(emb, prompt)
-            np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
+            # the fast path also folds the HQ mask's last conv (engines/hq_fast.py): the
+            # low-res logits agree to float rounding, not bit for bit
+            scale = float(np.abs(b.low_res_logits).max())
+            np.testing.assert_allclose(a.low_res_logits, b.low_res_logits, rtol=0, atol=1e-5 * scale)
             diff = a.masks[0] != b.masks[0]
             assert not (diff & ~boundary(b.masks[0])).any(), "a differing pixel lies off the mask's boundary"
             differing += int(diff.sum())

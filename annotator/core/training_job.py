@@ -139,7 +139,8 @@ class TrainingJob:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, env=env)
+                                          stderr=subprocess.STDOUT, env=env,
+                                          preexec_fn=_default_sigint if os.name == "posix" else None)
         self._started = time.monotonic()
         self.state = RUNNING
         return self
@@ -316,3 +317,10 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A program started in the
+    background by a shell inherits SIGINT as ignored, and Python then never raises
+    KeyboardInterrupt, so Stop would have to wait for the kill timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
