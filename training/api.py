@@ -12,6 +12,7 @@ image pixels into that frame with `frame.coords` / `frame.mask`.
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -73,7 +74,7 @@ class AdapterOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class PluginAdapter(nn.Module):
+class PluginAdapter(nn.Module, metaclass=ABCMeta):
     """Base class: subclasses set `engine`, build `self.model`, and implement the rest.
 
     `trainable` is the nn.Module holding exactly the parameters that train; everything
@@ -84,35 +85,38 @@ class PluginAdapter(nn.Module):
 
     # --- geometry and the frozen encoder ---------------------------------------------
     @property
+    @abstractmethod
     def side(self) -> int:
-        raise NotImplementedError
+        """S, the side of the square input the encoder takes."""
 
+    @abstractmethod
     def frame(self, image_size: tuple[int, int]) -> InputFrame:
-        raise NotImplementedError
+        """Where an (H, W) image lands in the S x S input."""
 
+    @abstractmethod
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (3, S, S) float tensor the encoder takes."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, S, S) -> per-image features (each value's first dim is B). Frozen: the
         trainer calls it under no_grad and caches the result unless cacheable is False."""
-        raise NotImplementedError
 
     # --- the trainable part ----------------------------------------------------------
     @property
+    @abstractmethod
     def trainable(self) -> nn.Module:
-        raise NotImplementedError
+        """The module whose parameters train (everything else is frozen)."""
 
+    @abstractmethod
     def forward(self, features: dict[str, torch.Tensor], prompts: list[TrainPrompt]) -> AdapterOutput:
         """features: one entry per prompt (the trainer repeats an image's features for
         each of its instances). Gradients reach only `trainable`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backbone_identity(self) -> str:
         """Names the frozen weights (architecture + checkpoint identity); part of the
         feature-cache key and of the saved plugin's metadata."""
-        raise NotImplementedError
 
     def plugin_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.trainable.state_dict().items()}
