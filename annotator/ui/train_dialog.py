@@ -72,7 +72,7 @@ class TrainDialog(QDialog):
         self.from_project = QRadioButton("this project's accepted masks", self)
         self.from_coco = QRadioButton("a COCO file:", self)
         self.coco_path, self.images_path = QLineEdit(self), QLineEdit(self)
-        self.coco_path.setPlaceholderText("instances .json")
+        self.coco_path.setPlaceholderText("instances file (.json)")
         self.images_path.setPlaceholderText("its images folder")
         browse_coco, browse_images = QPushButton("Browse…", self), QPushButton("Browse…", self)
         self.steps, self.batch_size = _spin(self, 1_000_000, 500), _spin(self, 512, 4)
