@@ -47,27 +47,39 @@ def plugins_dir(models_dir: Path) -> Path:
     return Path(models_dir) / PLUGINS_SUBDIR
 
 
-def find_plugins(models_dir: Path, engine: str | None = None) -> list[InstalledPlugin]:
-    """Every readable plugin under the models folder (newest first); unreadable files are
-    logged and skipped, never raised: one bad file must not hide the others."""
-    root = plugins_dir(models_dir)
-    if not root.is_dir():
+def read_installed(path: Path) -> InstalledPlugin:
+    """One plugin file's record (CheckpointError if it is not a plugin)."""
+    meta = read_plugin_metadata(path)
+    return InstalledPlugin(Path(path), str(meta.get("engine")), str(meta.get("backbone_arch")),
+                           str(meta.get("backbone_checkpoint")), str(meta.get("created", "")),
+                           dict(meta.get("metrics") or {}))
+
+
+def scan_plugins(folder: Path, engine: str | None = None, *, recursive: bool = True
+                 ) -> list[InstalledPlugin]:
+    """Every readable plugin in `folder` (newest first); unreadable files are logged and
+    skipped, never raised: one bad file must not hide the others. A training run's
+    feature cache (a `features/` folder of safetensors) is not looked into."""
+    folder = Path(folder)
+    if not folder.is_dir():
         return []
     found = []
-    for path in sorted(root.rglob("*.safetensors")):
-        if "features" in path.relative_to(root).parts:   # a training run's feature cache
+    for path in sorted(folder.rglob("*.safetensors") if recursive else folder.glob("*.safetensors")):
+        if "features" in path.relative_to(folder).parts:
             continue
         try:
-            meta = read_plugin_metadata(path)
+            plugin = read_installed(path)
         except CheckpointError as exc:
             log.warning("skipping plugin: %s", exc)
             continue
-        if engine is not None and meta.get("engine") != engine:
-            continue
-        found.append(InstalledPlugin(path, str(meta.get("engine")), str(meta.get("backbone_arch")),
-                                     str(meta.get("backbone_checkpoint")), str(meta.get("created", "")),
-                                     dict(meta.get("metrics") or {})))
+        if engine is None or plugin.engine == engine:
+            found.append(plugin)
     return sorted(found, key=lambda p: p.created, reverse=True)
+
+
+def find_plugins(models_dir: Path, engine: str | None = None) -> list[InstalledPlugin]:
+    """Every readable plugin under the models folder's plugins/ (newest first)."""
+    return scan_plugins(plugins_dir(models_dir), engine)
 
 
 def usable_plugin(plugins: Iterable[InstalledPlugin], checkpoints: Iterable[Path]

@@ -157,14 +157,9 @@ class Router:
         return pair[1] if pair else None
 
     def _plugin_pair(self, name: str, hosts: tuple[str, ...], plugin: Path | None) -> Located:
-        from .plugin_index import InstalledPlugin, find_plugins, usable_plugin
-        from .plugin_meta import read_plugin_metadata
-        if plugin is not None:
-            meta = read_plugin_metadata(plugin)
-            candidates = [InstalledPlugin(plugin, name, str(meta.get("backbone_arch")),
-                                          str(meta.get("backbone_checkpoint")))]
-        else:
-            candidates = find_plugins(self.models_dir, name)
+        from .plugin_index import find_plugins, read_installed, usable_plugin
+        candidates = [read_installed(plugin)] if plugin is not None else \
+            find_plugins(self.models_dir, name)
         pair = usable_plugin(candidates, self.host_backbones(hosts))
         return Located(pair[1], None, pair[0].path) if pair else Located()
 

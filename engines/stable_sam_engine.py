@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoints import checkpoint_identity, describe_checkpoint, load_state_dict
+from .plugin_index import scan_plugins, usable_plugin
 from .plugins import load_plugin, read_plugin_metadata
 from .registry import register_engine
 from .sam2_engine import SAM2_CONFIGS, Sam2Engine, guess_sam2_arch
@@ -77,18 +78,10 @@ def find_plugin(backbone: str | Path, directories: list[str | Path] | None = Non
     """The newest stable-sam plugin file trained on this very backbone checkpoint, looked
     for in `directories` (default: the checkpoint's folder and its `plugins/`)."""
     backbone = Path(backbone)
-    identity = checkpoint_identity(backbone)
     folders = directories if directories is not None else [backbone.parent, backbone.parent / "plugins"]
-    found: list[tuple[str, Path]] = []
-    for folder in map(Path, folders):
-        for candidate in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            try:
-                meta = read_plugin_metadata(candidate)
-            except CheckpointError:
-                continue
-            if meta.get("engine") == ENGINE and meta.get("backbone_checkpoint") == identity:
-                found.append((str(meta.get("created", "")), candidate))
-    return max(found)[1] if found else None
+    plugins = [p for folder in folders for p in scan_plugins(Path(folder), ENGINE, recursive=False)]
+    pair = usable_plugin(sorted(plugins, key=lambda p: p.created, reverse=True), [backbone])
+    return pair[0].path if pair else None
 
 
 # --- the engine -----------------------------------------------------------------------

@@ -157,20 +157,18 @@ def _build_engines(args, options: dict) -> dict:
     kwargs = {"device": args.device, "exact": args.exact, **options}
     if args.plugin:
         kwargs["plugin"] = args.plugin
-    engines[args.engine] = factory.from_checkpoint(args.backbone, **kwargs)
+    engine = engines[args.engine] = factory.from_checkpoint(args.backbone, **kwargs)
     if not args.no_baseline:
-        host = "sam2" if _is_sam2(args.backbone) else "sam"
+        # the engine's backbone key names its family ("sam2:hiera_t:...", "sam:vit_b:...",
+        # "hq-sam:vit_b:..."), so the checkpoint is not read a second time to find out
+        host = "sam2" if engine.backbone_key.startswith("sam2:") else "sam"
         if host != args.engine:
             engines[host] = get_spec(host).factory.from_checkpoint(
                 args.backbone, device=args.device, exact=args.exact)
     return engines
 
 
-def _is_sam2(path: str) -> bool:
-    from engines.checkpoints import load_state_dict
-    return any(k.startswith("image_encoder.trunk.") for k in load_state_dict(path, "SAM / SAM 2"))
-
-
 def _plugins_dir(models_dir: str | None) -> Path:
     from engines import catalogue
-    return catalogue.models_dir(models_dir) / "plugins"
+    from engines.plugin_index import plugins_dir
+    return plugins_dir(catalogue.models_dir(models_dir))
