@@ -1,4 +1,5 @@
-"""Per-image reuse inside SAM's mask decoder, bit-exact with the uncached model.
+"""Per-image reuse inside SAM's mask decoder, bit-exact with the uncached model
+(`exact=True` engines; the default engines use engines/decoder_fast.py).
 
 Between two clicks on the same image some of the decoder's work does not change: the
 dense positional encoding (a constant) and, in the first two-way attention layer, the
@@ -39,7 +40,8 @@ class _MemoLinear:
         return out
 
 
-def _memo_dense_pe(prompt_encoder) -> None:
+def memo_dense_pe(prompt_encoder) -> None:
+    """get_dense_pe() computed once (it is a constant of the weights)."""
     original = prompt_encoder.get_dense_pe
     cache: dict[str, torch.Tensor] = {}
 
@@ -59,7 +61,7 @@ def enable_decoder_reuse(prompt_encoder, transformer) -> None:
     """Install the memoisation on a SAM / SAM 2 prompt encoder and two-way transformer."""
     if getattr(transformer, "_annotator_reuse", False):
         return
-    _memo_dense_pe(prompt_encoder)
+    memo_dense_pe(prompt_encoder)
     first = transformer.layers[0]
     for linear in (first.cross_attn_token_to_image.k_proj, first.cross_attn_token_to_image.v_proj,
                    first.cross_attn_image_to_token.q_proj):

@@ -24,8 +24,13 @@ def predict_masks_folded(decoder, image_embeddings: torch.Tensor, image_pe: torc
     output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight, d.hf_token.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-    src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense_prompt_embeddings
-    pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+    n = tokens.shape[0]
+    if image_embeddings.shape[0] == 1:    # broadcast, not copied (same values)
+        src = (image_embeddings + dense_prompt_embeddings).expand(n, -1, -1, -1)
+        pos_src = image_pe.expand(n, -1, -1, -1)
+    else:
+        src = torch.repeat_interleave(image_embeddings, n, dim=0) + dense_prompt_embeddings
+        pos_src = torch.repeat_interleave(image_pe, n, dim=0)
     b, c, h, w = src.shape
     hs, src = d.transformer(src, pos_src, tokens)
     mask_tokens_out = hs[:, 1:1 + d.num_mask_tokens, :]

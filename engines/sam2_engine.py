@@ -18,7 +18,8 @@ from .checkpoints import checkpoint_identity, describe_checkpoint, load_into, lo
 from .device import choose_device, encoder_autocast
 from .prompts import check_image, validate_prompt
 from .registry import register_engine
-from .decoder_cache import enable_decoder_reuse
+from .decoder_cache import enable_decoder_reuse, memo_dense_pe
+from .decoder_fast import disable_fast_decoder, enable_fast_decoder
 from .sam_common import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
 from .types import CheckpointError, Embedding, Prediction, Prompt
 
@@ -54,14 +55,20 @@ class Sam2Engine:
 
     def __init__(self, model, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
-        """`exact=True` upsamples masks with the reference's own torch ops (bit-exact);
-        the default uses OpenCV's resize (see sam_common.fast_masks)."""
+        """`exact=True` runs the reference's decoder and upsampling unchanged (bit-exact
+        with SAM2ImagePredictor); the default rearranges the decoder (decoder_fast.py)
+        and upsamples with OpenCV (sam_common.fast_masks): equal up to float rounding."""
         from sam2.utils.transforms import SAM2Transforms
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.backbone_key = backbone_key
         self.exact = exact
-        enable_decoder_reuse(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer)
+        if exact:
+            disable_fast_decoder(self.model.sam_mask_decoder)   # the model may be shared
+            enable_decoder_reuse(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer)
+        else:
+            memo_dense_pe(self.model.sam_prompt_encoder)
+            enable_fast_decoder(self.model.sam_mask_decoder)
         self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
         side = model.image_size
         self.feat_sizes = [(side // 4, side // 4), (side // 8, side // 8), (side // 16, side // 16)]

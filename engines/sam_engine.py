@@ -17,10 +17,12 @@ from .checkpoints import checkpoint_identity, load_into, load_state_dict
 from .device import choose_device, encoder_autocast
 from .prompts import check_image, validate_prompt
 from .registry import register_engine
-from .decoder_cache import enable_decoder_reuse
+from .decoder_cache import enable_decoder_reuse, memo_dense_pe
+from .decoder_fast import disable_fast_decoder, enable_fast_decoder
 from .sam_common import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
                          upsample_logits)
 from .types import CheckpointError, Embedding, Prediction, Prompt
+from .vit_fast import disable_fast_attention, enable_fast_attention
 
 SAM_ARCHS = ("vit_b", "vit_l", "vit_h")
 
@@ -61,14 +63,23 @@ class SamEngine:
 
     def __init__(self, model: Sam, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
-        """`exact=True` upsamples masks with the reference's own torch ops (bit-exact);
-        the default uses OpenCV's resize (see sam_common.fast_masks)."""
+        """`exact=True` runs the reference's modules and upsampling unchanged (bit-exact
+        with SamPredictor); the default fuses the encoder's attention (vit_fast.py),
+        rearranges the decoder (decoder_fast.py) and upsamples with OpenCV
+        (sam_common.fast_masks): equal up to float rounding, tests bound it."""
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.backbone_key = backbone_key
         self.exact = exact
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
-        enable_decoder_reuse(self.model.prompt_encoder, self.model.mask_decoder.transformer)
+        if exact:
+            disable_fast_decoder(self.model.mask_decoder)      # the model may be shared
+            disable_fast_attention(self.model.image_encoder)
+            enable_decoder_reuse(self.model.prompt_encoder, self.model.mask_decoder.transformer)
+        else:
+            memo_dense_pe(self.model.prompt_encoder)
+            enable_fast_decoder(self.model.mask_decoder)
+            enable_fast_attention(self.model.image_encoder)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,

@@ -206,6 +206,19 @@ class StableSamHook:
         self._pre.remove()
         self.block.__dict__.pop("forward", None)
 
+    def mixed_keys(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Step (2)'s keys/values: `keys` mixed by the plugin, routed by the output token
+        of `queries` (after the block's self-attention); keeps alpha and the offsets."""
+        routing = self.plugin.routing(queries[:, self.out_idx])
+        hw = self.hw
+        if hw is None or hw[0] * hw[1] != keys.shape[1]:
+            raise EngineError(f"Stable-SAM: cannot tell the feature map's shape ({hw}, "
+                              f"{keys.shape[1]} tokens)")
+        mixed, offsets = self.plugin.mix(keys, routing, hw)
+        self.last_alpha = (routing * self.plugin.s).detach()
+        self.last_offsets = offsets.detach()
+        return mixed
+
     def __call__(self, queries, keys, query_pe, key_pe):
         blk = self.block   # the same steps as TwoWayAttentionBlock.forward, step (2) changed
         if blk.skip_first_layer_pe:
@@ -215,14 +228,7 @@ class StableSamHook:
             queries = queries + blk.self_attn(q=q, k=q, v=queries)
         queries = blk.norm1(queries)
 
-        routing = self.plugin.routing(queries[:, self.out_idx])
-        hw = self.hw
-        if hw is None or hw[0] * hw[1] != keys.shape[1]:
-            raise EngineError(f"Stable-SAM: cannot tell the feature map's shape ({hw}, "
-                              f"{keys.shape[1]} tokens)")
-        mixed, offsets = self.plugin.mix(keys, routing, hw)
-        self.last_alpha = (routing * self.plugin.s).detach()
-        self.last_offsets = offsets.detach()
+        mixed = self.mixed_keys(queries, keys)
         q = queries + query_pe
         queries = queries + blk.cross_attn_token_to_image(q=q, k=mixed + key_pe, v=mixed)
         queries = blk.norm2(queries)

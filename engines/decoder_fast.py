@@ -1,0 +1,294 @@
+"""SAM's mask decoder rearranged for a click on a CPU: same value up to float rounding.
+
+Per click the decoder's cost is not its maths but its shape: 4096 image tokens of 256
+floats go through ~30 full passes (adds, head splits, projections, softmax over 7
+entries, a transposed convolution that oneDNN runs slowly). Here, for inference only
+(autograd off; `exact=True` engines and training keep the reference modules):
+
+- Attention between the few prompt tokens (T) and the N image tokens is re-associated
+  so that no projection of the image tokens is formed. Token->image:
+  softmax(q Wk (x+pe)^T) x Wv^T = softmax((q Wk) (x+pe)^T) (x) Wv^T, two (hT x C)(C x N)
+  products instead of two (N x C)(C x D) projections. Image->token: the image queries'
+  projection is folded into the (C x hT) matrix Wq^T K_blockdiag, and the value and
+  output projections into one (hT x C) matrix, whose product with the attention
+  weights is added to the residual in one `baddbmm`.
+- The first layer's image-side projections do not depend on the prompt: they are kept
+  for the last image (one `torch.equal` on the input decides).
+- The upscaling's ConvTranspose2d(k=2, s=2) is one matmul plus a pixel interleave;
+  LayerNorm2d is one `F.layer_norm` over channels-last memory.
+
+Works on the two-way transformers of segment_anything, segment_anything_hq and sam2
+(same block structure). Stable-SAM's hooked layer is honoured (its keys/values mix is
+applied, see stable_sam.StableSamHook.mixed_keys).
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ------------------------------------------------------------------------- upscaling
+
+
+def _convt_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d(kernel 2, stride 2, no padding) as x W + pixel interleave."""
+    if torch.is_grad_enabled():
+        return self._reference_forward(x)
+    B, C, H, W = x.shape
+    O = self.out_channels
+    version = _weights_key(self)
+    if not _same_weights(getattr(self, "_fast_version", None), version):
+        # columns ordered (di, dj, o); the bias repeated for the four sub-pixels
+        self._fast_w = self.weight.reshape(C, O, 4).permute(0, 2, 1).reshape(C, 4 * O).contiguous()
+        self._fast_b = None if self.bias is None else self.bias.repeat(4)
+        self._fast_version = version
+    flat = x.permute(0, 2, 3, 1).reshape(B * H * W, C)
+    y = flat @ self._fast_w if self._fast_b is None else torch.addmm(self._fast_b, flat, self._fast_w)
+    # channels-last out: the interleave copies runs of O floats, and the decoders'
+    # `.view(b, c, h * w)` still works on it (h and w stay mergeable)
+    y = y.view(B, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H, 2 * W, O)
+    return y.permute(0, 3, 1, 2)
+
+
+def _weights_key(module: nn.Module) -> tuple:
+    """The module's parameters (the objects) with their in-place update counters."""
+    return tuple((p, p._version) for p in module.parameters())
+
+
+def _same_weights(a: tuple | None, b: tuple) -> bool:
+    return a is not None and len(a) == len(b) and all(
+        pa is pb and va == vb for (pa, va), (pb, vb) in zip(a, b))
+
+
+def _layer_norm_2d_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm2d over the channels of (N, C, H, W) in one fused call."""
+    if torch.is_grad_enabled():
+        return self._reference_forward(x)
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+    return y.permute(0, 3, 1, 2)
+
+
+def _patch(module: nn.Module, forward) -> None:
+    if "_reference_forward" not in vars(module):
+        module._reference_forward = module.forward
+    module.forward = types.MethodType(forward, module)
+
+
+def enable_fast_upscaling(upscaling: nn.Sequential) -> None:
+    for m in upscaling:
+        if isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (2, 2) and m.stride == (2, 2) \
+                and m.padding == (0, 0) and m.output_padding == (0, 0) and m.groups == 1 \
+                and m.dilation == (1, 1):
+            _patch(m, _convt_forward)
+        elif type(m).__name__ == "LayerNorm2d" and hasattr(m, "eps"):
+            _patch(m, _layer_norm_2d_forward)
+
+
+# ------------------------------------------------------------------------- attention
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, h, T, D/h)."""
+    B, T, D = x.shape
+    return x.view(B, T, heads, D // heads).transpose(1, 2)
+
+
+def _scale(attn: nn.Module) -> float:
+    return (attn.internal_dim // attn.num_heads) ** -0.5
+
+
+def token_to_image(attn: nn.Module, q: torch.Tensor, keys_pe: torch.Tensor, keys: torch.Tensor,
+                   cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """`attn(q=q, k=keys_pe, v=keys)` for T tokens against N image tokens.
+    `cached` = (K^T as (B, h, d, N), V as (B, h, N, d)) when the projections are known."""
+    h = attn.num_heads
+    qh = _heads(attn.q_proj(q), h)                                    # (B, h, T, d)
+    B, _, T, d = qh.shape
+    if cached is not None:
+        k_t, v = cached
+        weights = torch.softmax(torch.matmul(qh, k_t).mul_(_scale(attn)), dim=-1)
+        out = torch.matmul(weights, v)                                # (B, h, T, d)
+    else:
+        C = keys.shape[-1]
+        wk = attn.k_proj.weight.view(h, d, C)
+        q_k = torch.einsum("bhtd,hdc->bhtc", qh, wk).reshape(B, h * T, C)
+        q_b = torch.einsum("bhtd,hd->bht", qh, attn.k_proj.bias.view(h, d)).reshape(B, h * T, 1)
+        logits = torch.baddbmm(q_b, q_k, keys_pe.transpose(1, 2))     # (B, hT, N)
+        weights = torch.softmax(logits.mul_(_scale(attn)), dim=-1)
+        pooled = torch.bmm(weights, keys).view(B, h, T, C)            # rows of weights sum to 1
+        out = torch.einsum("bhtc,hdc->bhtd", pooled, attn.v_proj.weight.view(h, d, C))
+        out = out + attn.v_proj.bias.view(1, h, 1, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(B, T, h * d))
+
+
+def image_to_token_residual(attn: nn.Module, keys: torch.Tensor, keys_pe: torch.Tensor,
+                            q_tok: torch.Tensor, v_tok: torch.Tensor,
+                            q_img: torch.Tensor | None = None) -> torch.Tensor:
+    """keys + `attn(q=keys_pe, k=q_tok, v=v_tok)`: N image tokens attend to T tokens.
+    `q_img` = the image queries' projection (B, N, D) when known."""
+    h = attn.num_heads
+    kh = _heads(attn.k_proj(q_tok), h)                                # (B, h, T, d)
+    vh = _heads(attn.v_proj(v_tok), h)
+    B, _, T, d = kh.shape
+    C = keys.shape[-1]
+    kh = kh * _scale(attn)
+    # logits laid out (B, hT, N): the softmax over each head's T entries then runs along
+    # a middle dimension, vectorised over N (over a last dimension of 7 it is slow)
+    if q_img is None:
+        wq = attn.q_proj.weight.view(h, d, C)
+        fold = torch.einsum("bhtd,hdc->bhtc", kh, wq).reshape(B, h * T, C)
+        bias = torch.einsum("bhtd,hd->bht", kh, attn.q_proj.bias.view(h, d)).reshape(B, h * T, 1)
+        logits = torch.baddbmm(bias, fold, keys_pe.transpose(1, 2))   # (B, hT, N)
+    else:
+        block = kh.new_zeros(B, h, T, h, d)                           # block-diagonal K
+        for i in range(h):
+            block[:, i, :, i] = kh[:, i]
+        logits = torch.bmm(block.view(B, h * T, h * d), q_img.transpose(1, 2))
+    weights = torch.softmax(logits.view(B, h, T, -1), dim=2).view(B, h * T, -1).transpose(1, 2)
+    # values through out_proj per head; each head's weights sum to 1, so the output bias
+    # is carried as bias/h on every row
+    wo = attn.out_proj.weight.view(C, h, d)
+    values = torch.einsum("bhtd,chd->bhtc", vh, wo).reshape(B, h * T, C)
+    values = values + attn.out_proj.bias / h
+    return torch.baddbmm(keys, weights, values)
+
+
+# ------------------------------------------------------------------------- transformer
+
+
+class _FirstLayerCache:
+    """The first layer's image-side tensors for the last input (prompt-independent)."""
+
+    def __init__(self):
+        self.source: torch.Tensor | None = None
+        self.pe: torch.Tensor | None = None
+        self.versions: tuple = ()
+        self.value: dict[str, torch.Tensor] = {}
+
+    def get(self, layer, image: torch.Tensor, image_pe: torch.Tensor) -> dict[str, torch.Tensor]:
+        versions = _weights_key(layer)
+        if (self.source is not None and _same_weights(self.versions, versions) and _same(self.pe, image_pe)
+                and _same(self.source, image)):
+            return self.value
+        pe = image_pe.flatten(2).transpose(1, 2)
+        keys = image.flatten(2).transpose(1, 2).contiguous()
+        keys_pe = keys + pe
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        h = t2i.num_heads
+        k = _heads(t2i.k_proj(keys_pe), h)
+        self.value = {"keys": keys, "keys_pe": keys_pe,
+                      "t2i": (k.transpose(2, 3).contiguous(), _heads(t2i.v_proj(keys), h).contiguous()),
+                      "q_img": i2t.q_proj(keys_pe)}
+        self.source, self.pe, self.versions = image.clone(), image_pe, versions
+        return self.value
+
+
+def _same(cached: torch.Tensor, new: torch.Tensor) -> bool:
+    """Equal values; a view of the same memory (the memoised dense PE, expanded) is
+    recognised without reading it."""
+    if cached.shape != new.shape or cached.dtype != new.dtype or cached.device != new.device:
+        return False
+    if (cached.data_ptr() == new.data_ptr() and cached.stride() == new.stride()
+            and cached._version == new._version):
+        return True
+    return torch.equal(cached, new)
+
+
+def _tokens_step(layer, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+    if layer.skip_first_layer_pe:
+        queries = layer.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + layer.self_attn(q=q, k=q, v=queries)
+    return layer.norm1(queries)
+
+
+def _layer(layer, queries, keys, keys_pe, query_pe, key_pe, first=None, mix=None):
+    queries = _tokens_step(layer, queries, query_pe)
+    if mix is not None:          # Stable-SAM: keys/values of this cross-attention mixed
+        mixed = mix(queries, keys)
+        attn_out = token_to_image(layer.cross_attn_token_to_image, queries + query_pe,
+                                  mixed + key_pe, mixed)
+    else:
+        attn_out = token_to_image(layer.cross_attn_token_to_image, queries + query_pe, keys_pe, keys,
+                                  cached=None if first is None else first["t2i"])
+    queries = layer.norm2(queries + attn_out)
+    queries = layer.norm3(queries + layer.mlp(queries))
+    keys = image_to_token_residual(layer.cross_attn_image_to_token, keys, keys_pe, queries + query_pe,
+                                   queries, q_img=None if first is None else first["q_img"])
+    return queries, layer.norm4(keys)
+
+
+def fast_transformer_forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
+                             point_embedding: torch.Tensor):
+    """TwoWayTransformer.forward, rearranged (see the module docstring)."""
+    if torch.is_grad_enabled():
+        return self._reference_forward(image_embedding, image_pe, point_embedding)
+    pe = image_pe.flatten(2).transpose(1, 2)
+    hook = vars(self).get("_stable_sam_hook")
+    queries = point_embedding
+    first = None
+    if hook is None or hook.block is not self.layers[0]:
+        first = self._fast_first.get(self.layers[0], image_embedding, image_pe)
+        keys, keys_pe = first["keys"], first["keys_pe"]
+    else:
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        keys_pe = keys + pe
+    for i, layer in enumerate(self.layers):
+        mix = hook.mixed_keys if hook is not None and hook.block is layer else None
+        if mix is None and "forward" in vars(layer):   # another hook we do not know: obey it
+            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=pe)
+        else:
+            queries, keys = _layer(layer, queries, keys, keys_pe, point_embedding, pe,
+                                   first if i == 0 else None, mix)
+        keys_pe = keys + pe
+    attn_out = token_to_image(self.final_attn_token_to_image, queries + point_embedding, keys_pe, keys)
+    return self.norm_final_attn(queries + attn_out), keys
+
+
+def sam_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+    """segment_anything's MaskDecoder.predict_masks with the image broadcast to the
+    prompts instead of copied (`repeat_interleave`) when there is one image."""
+    if torch.is_grad_enabled() or image_embeddings.shape[0] != 1:
+        return self._reference_predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                             dense_prompt_embeddings)
+    output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+    output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
+    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+    src = (image_embeddings + dense_prompt_embeddings).expand(tokens.shape[0], -1, -1, -1)
+    pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = self.transformer(src, pos_src, tokens)
+    mask_tokens_out = hs[:, 1:(1 + self.num_mask_tokens), :]
+    upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
+                            for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    return masks, self.iou_prediction_head(hs[:, 0, :])
+
+
+def disable_fast_decoder(decoder: nn.Module) -> None:
+    """Back to the reference modules (an exact engine on a model a fast one patched)."""
+    for module in (decoder, decoder.transformer, *decoder.output_upscaling):
+        if vars(module).pop("_reference_forward", None) is not None:
+            vars(module).pop("forward", None)
+    if vars(decoder).pop("_reference_predict_masks", None) is not None:
+        vars(decoder).pop("predict_masks", None)
+
+
+def enable_fast_decoder(decoder: nn.Module) -> None:
+    """Install the rearranged transformer and upscaling on this decoder instance (SAM,
+    HQ-SAM or SAM 2). Parameters, state dict and module tree are untouched."""
+    transformer = decoder.transformer
+    if "_reference_forward" not in vars(transformer):
+        transformer._fast_first = _FirstLayerCache()
+        _patch(transformer, fast_transformer_forward)
+    enable_fast_upscaling(decoder.output_upscaling)
+    if type(decoder).__module__ == "segment_anything.modeling.mask_decoder" \
+            and "_reference_predict_masks" not in vars(decoder):
+        decoder._reference_predict_masks = decoder.predict_masks
+        decoder.predict_masks = types.MethodType(sam_predict_masks, decoder)
