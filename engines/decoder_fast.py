@@ -35,22 +35,30 @@ from torch import nn
 
 def _convt_forward(self, x: torch.Tensor) -> torch.Tensor:
     """ConvTranspose2d(kernel 2, stride 2, no padding) as x W + pixel interleave."""
-    if torch.is_grad_enabled():
-        return self._reference_forward(x)
     B, C, H, W = x.shape
     O = self.out_channels
-    version = _weights_key(self)
-    if not _same_weights(getattr(self, "_fast_version", None), version):
-        # columns ordered (di, dj, o); the bias repeated for the four sub-pixels
-        self._fast_w = self.weight.reshape(C, O, 4).permute(0, 2, 1).reshape(C, 4 * O).contiguous()
-        self._fast_b = None if self.bias is None else self.bias.repeat(4)
-        self._fast_version = version
+    if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        weight, bias = _convt_matrix(self)      # trained: rebuilt in the graph every call
+    else:
+        version = _weights_key(self)
+        if not _same_weights(getattr(self, "_fast_version", None), version):
+            with torch.no_grad():
+                self._fast_w, self._fast_b = _convt_matrix(self)
+            self._fast_version = version
+        weight, bias = self._fast_w, self._fast_b
     flat = x.permute(0, 2, 3, 1).reshape(B * H * W, C)
-    y = flat @ self._fast_w if self._fast_b is None else torch.addmm(self._fast_b, flat, self._fast_w)
+    y = flat @ weight if bias is None else torch.addmm(bias, flat, weight)
     # channels-last out: the interleave copies runs of O floats, and the decoders'
     # `.view(b, c, h * w)` still works on it (h and w stay mergeable)
     y = y.view(B, H, W, 2, 2, O).permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H, 2 * W, O)
     return y.permute(0, 3, 1, 2)
+
+
+def _convt_matrix(conv: nn.ConvTranspose2d):
+    """(C, 4*O) weight with columns ordered (di, dj, o), and the bias once per sub-pixel."""
+    C, O = conv.in_channels, conv.out_channels
+    weight = conv.weight.reshape(C, O, 4).permute(0, 2, 1).reshape(C, 4 * O).contiguous()
+    return weight, None if conv.bias is None else conv.bias.repeat(4)
 
 
 def _weights_key(module: nn.Module) -> tuple:
@@ -65,8 +73,6 @@ def _same_weights(a: tuple | None, b: tuple) -> bool:
 
 def _layer_norm_2d_forward(self, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm2d over the channels of (N, C, H, W) in one fused call."""
-    if torch.is_grad_enabled():
-        return self._reference_forward(x)
     y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
     return y.permute(0, 3, 1, 2)
 
@@ -225,13 +231,13 @@ def _layer(layer, queries, keys, keys_pe, query_pe, key_pe, first=None, mix=None
 def fast_transformer_forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                              point_embedding: torch.Tensor):
     """TwoWayTransformer.forward, rearranged (see the module docstring)."""
-    if torch.is_grad_enabled():
-        return self._reference_forward(image_embedding, image_pe, point_embedding)
     pe = image_pe.flatten(2).transpose(1, 2)
     hook = vars(self).get("_stable_sam_hook")
     queries = point_embedding
     first = None
-    if hook is None or hook.block is not self.layers[0]:
+    # the per-image cache only without autograd: under it (training) every tensor must
+    # belong to this step's graph
+    if not torch.is_grad_enabled() and (hook is None or hook.block is not self.layers[0]):
         first = self._fast_first.get(self.layers[0], image_embedding, image_pe)
         keys, keys_pe = first["keys"], first["keys_pe"]
     else:
