@@ -279,7 +279,9 @@ def sam_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings
 
 def disable_fast_decoder(decoder: nn.Module) -> None:
     """Back to the reference modules (an exact engine on a model a fast one patched)."""
-    for module in (decoder, decoder.transformer, *decoder.output_upscaling):
+    extra = [m for name in ("compress_vit_feat", "embedding_encoder")
+             if isinstance(getattr(decoder, name, None), nn.Sequential) for m in getattr(decoder, name)]
+    for module in (decoder, decoder.transformer, *decoder.output_upscaling, *extra):
         if vars(module).pop("_reference_forward", None) is not None:
             vars(module).pop("forward", None)
     if vars(decoder).pop("_reference_predict_masks", None) is not None:
@@ -294,6 +296,9 @@ def enable_fast_decoder(decoder: nn.Module) -> None:
         transformer._fast_first = _FirstLayerCache()
         _patch(transformer, fast_transformer_forward)
     enable_fast_upscaling(decoder.output_upscaling)
+    for name in ("compress_vit_feat", "embedding_encoder"):    # HQ-SAM's per-image maps
+        if isinstance(getattr(decoder, name, None), nn.Sequential):
+            enable_fast_upscaling(getattr(decoder, name))
     if type(decoder).__module__ == "segment_anything.modeling.mask_decoder" \
             and "_reference_predict_masks" not in vars(decoder):
         decoder._reference_predict_masks = decoder.predict_masks

@@ -104,7 +104,7 @@ def test_frozen_parameters_get_no_gradient(adapter):
 
 def test_adapter_logits_equal_engine_hq_only_logits(adapter):
     img, gt = scene(180, 260)
-    engine = HqSamEngine(copy.deepcopy(adapter.model), backbone_key="t", device="cpu", exact=True,
+    engine = HqSamEngine(copy.deepcopy(adapter.model), backbone_key="t", device="cpu",
                          hq_token_only=True)
     emb = engine.embed(img)
     frame = adapter.frame(gt.shape)

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from engines.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from engines.decoder_fast import enable_fast_decoder
 from engines.hq_checkpoint import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
 from engines.hq_sam_engine import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
+from engines.vit_fast import enable_fast_attention
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, Sam2Host, SamHost
@@ -75,6 +77,9 @@ class HqSamAdapter(_HqAdapter):
         super().__init__(model, HqParts(model.mask_decoder), arch=arch, identity=identity)
         self.host = SamHost(model)
         self.model.eval()
+        # the engines' CPU fast paths (equal up to float rounding; tests bound them)
+        enable_fast_decoder(model.mask_decoder)
+        enable_fast_attention(model.image_encoder)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -111,6 +116,7 @@ class HqSam2Adapter(_HqAdapter):
         super().__init__(model.eval(), hq, arch=arch, identity=identity)
         self.hq = hq
         self.host = Sam2Host(model)
+        enable_fast_decoder(model.sam_mask_decoder)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
