@@ -21,6 +21,7 @@ from torch import nn
 
 from . import sam2_engine
 from .checkpoints import checkpoint_identity, describe_checkpoint, load_into
+from .decoder_fast import enable_fast_upscaling
 from .hq_checkpoint import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
 from .types import CheckpointError, Embedding
 
@@ -129,6 +130,8 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.hq_decoder = hq_decoder.attach(self.model.sam_mask_decoder).to(self.device).eval()
+        if not exact:   # fused LayerNorm2d (decoder_fast.py); exact keeps SAM 2's own
+            enable_fast_upscaling(self.hq_decoder.embedding_maskfeature)
         self.hq_token_only = hq_token_only
 
     @classmethod

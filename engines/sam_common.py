@@ -59,5 +59,7 @@ def fast_masks(low_res: np.ndarray, image_size: tuple[int, int], *, side: int | 
         if side is not None:
             logits = cv2.resize(logits, (side, side), interpolation=cv2.INTER_LINEAR)
             logits = logits[: input_size[0], : input_size[1]]
-        np.greater(cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR), threshold, out=out[i])
+        if logits.shape != (h, w):   # a same-size bilinear resize is the identity
+            logits = cv2.resize(logits, (w, h), interpolation=cv2.INTER_LINEAR)
+        np.greater(logits, threshold, out=out[i])
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from engines.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
-from engines.decoder_fast import enable_fast_decoder
+from engines.decoder_fast import enable_fast_decoder, enable_fast_upscaling
 from engines.hq_checkpoint import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
 from engines.hq_sam_engine import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
@@ -117,6 +117,7 @@ class HqSam2Adapter(_HqAdapter):
         self.hq = hq
         self.host = Sam2Host(model)
         enable_fast_decoder(model.sam_mask_decoder)
+        enable_fast_upscaling(hq.embedding_maskfeature)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
