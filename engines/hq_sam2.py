@@ -41,6 +41,9 @@ class HqSam2Decoder(nn.Module):
             nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(),
             nn.Conv2d(d // 4, d // 8, 3, 1, 1))
         self._host = [host]   # a list, so nn.Module does not register (or save) the host
+        # broadcast the positional encoding instead of copying it per call (same values;
+        # off for exact engines, whose reference transformer then sees other strides)
+        self.broadcast_pe = False
 
     @property
     def host(self) -> nn.Module:
@@ -70,7 +73,10 @@ class HqSam2Decoder(nn.Module):
             assert image_embeddings.shape[0] == tokens.shape[0]
             src = image_embeddings
         src = src + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
+        if self.broadcast_pe and image_pe.shape[0] == 1:
+            pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
+        else:
+            pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
         b, c, hh, ww = src.shape
         hs, src = h.transformer(src, pos_src, tokens)
         n = h.num_mask_tokens   # SAM's 4; the HQ token follows them
@@ -132,6 +138,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
         self.hq_decoder = hq_decoder.attach(self.model.sam_mask_decoder).to(self.device).eval()
         if not exact:   # fused LayerNorm2d (decoder_fast.py); exact keeps SAM 2's own
             enable_fast_upscaling(self.hq_decoder.embedding_maskfeature)
+        self.hq_decoder.broadcast_pe = not exact
         self.hq_token_only = hq_token_only
 
     @classmethod

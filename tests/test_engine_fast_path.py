@@ -215,3 +215,18 @@ def test_training_through_the_fast_decoder_gives_the_reference_gradients(tiny_sa
     x = torch.randn(1, 3, 256, 256)
     with torch.enable_grad():
         torch.testing.assert_close(fast.image_encoder(x), ref.image_encoder(x), rtol=0, atol=0)
+
+
+def test_hq_sam2_fast_engine_within_bound_of_exact(tiny_sam2_model):
+    from engines.hq_sam2 import HqSam2Decoder, HqSam2Engine
+    models = [copy.deepcopy(tiny_sam2_model) for _ in range(2)]
+    torch.manual_seed(5)
+    hq = HqSam2Decoder(models[0].sam_mask_decoder)
+    with torch.no_grad():                 # a non-zero HQ kernel: the HQ path matters
+        for p in hq.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fast = HqSam2Engine(models[0], hq, backbone_key="t", device="cpu")
+    exact = HqSam2Engine(models[1], copy.deepcopy(hq), backbone_key="t", device="cpu", exact=True)
+    emb = exact.embed(_image(140, 210, 6))
+    for prompt in (Prompt(points=np.array([[50.0, 60.0]])), Prompt(box=np.array([20, 30, 180, 120]))):
+        assert_close(fast.predict(emb, prompt), exact.predict(emb, prompt))

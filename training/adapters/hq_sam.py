@@ -118,6 +118,7 @@ class HqSam2Adapter(_HqAdapter):
         self.host = Sam2Host(model)
         enable_fast_decoder(model.sam_mask_decoder)
         enable_fast_upscaling(hq.embedding_maskfeature)
+        hq.broadcast_pe = True
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -130,16 +131,25 @@ class HqSam2Adapter(_HqAdapter):
         device = self.model.no_mem_embed.device
         f = {k: v.to(device, torch.float32) for k, v in features.items()}
         pe = self.model.sam_prompt_encoder.get_dense_pe()
-        logits = []
-        for i, prompt in enumerate(prompts):
+        encoded = []
+        for prompt in prompts:
             _check(prompt)
             with torch.no_grad():
-                sparse, dense = self._encode_prompt(prompt)
-            masks, _, _, _ = self.hq(f["image_embed"][i:i + 1], pe, sparse, dense, multimask_output=False,
-                                     repeat_image=False, high_res_features=[f["high_res_0"][i:i + 1],
-                                                                            f["high_res_1"][i:i + 1]],
+                encoded.append(self._encode_prompt(prompt))
+        # one decoder call per group of equal token count (repeat_image=False takes
+        # per-prompt features): fewer, larger ops than a call per prompt, same values
+        groups: dict[int, list[int]] = {}
+        for i, (sparse, _) in enumerate(encoded):
+            groups.setdefault(sparse.shape[1], []).append(i)
+        logits: list[torch.Tensor | None] = [None] * len(prompts)
+        for idx in groups.values():
+            g = {k: v[idx] for k, v in f.items()}
+            masks, _, _, _ = self.hq(g["image_embed"], pe, torch.cat([encoded[i][0] for i in idx]),
+                                     torch.cat([encoded[i][1] for i in idx]), multimask_output=False,
+                                     repeat_image=False, high_res_features=[g["high_res_0"], g["high_res_1"]],
                                      hq_token_only=True)
-            logits.append(masks)
+            for j, i in enumerate(idx):
+                logits[i] = masks[j:j + 1]
         return AdapterOutput(torch.cat(logits))
 
 
