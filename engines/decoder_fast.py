@@ -315,6 +315,18 @@ def disable_fast_decoder(decoder: nn.Module) -> None:
         vars(decoder).pop("predict_masks", None)
 
 
+def sam2_upscale(decoder, src: torch.Tensor, high_res_features, *, fused: bool) -> torch.Tensor:
+    """SAM 2's upscaling, with its high-resolution features when the model uses them;
+    `fused` adds them inside the interleave (`convt_matmul`), else the reference's ops."""
+    if not decoder.use_high_res_features:
+        return decoder.output_upscaling(src)
+    dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
+    feat_s0, feat_s1 = high_res_features
+    if fused:
+        return act2(convt_matmul(dc2, act1(ln1(convt_matmul(dc1, src, feat_s1))), feat_s0))
+    return act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+
+
 def sam2_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
                        dense_prompt_embeddings, repeat_image, high_res_features=None):
     """sam2's MaskDecoder.predict_masks with the positional encoding broadcast instead of
@@ -332,14 +344,7 @@ def sam2_predict_masks(self, image_embeddings, image_pe, sparse_prompt_embedding
     b, c, h, w = src.shape
     hs, src = self.transformer(src, pos_src, tokens)
     mask_tokens_out = hs[:, s + 1:(s + 1 + self.num_mask_tokens), :]
-    src = src.transpose(1, 2).view(b, c, h, w)
-    if not self.use_high_res_features:
-        upscaled = self.output_upscaling(src)
-    else:
-        dc1, ln1, act1, dc2, act2 = self.output_upscaling
-        feat_s0, feat_s1 = high_res_features
-        upscaled = act1(ln1(convt_matmul(dc1, src, feat_s1)))
-        upscaled = act2(convt_matmul(dc2, upscaled, feat_s0))
+    upscaled = sam2_upscale(self, src.transpose(1, 2).view(b, c, h, w), high_res_features, fused=True)
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
                             for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
     b, c, h, w = upscaled.shape

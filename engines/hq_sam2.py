@@ -21,7 +21,7 @@ from torch import nn
 
 from . import sam2_engine
 from .checkpoints import checkpoint_identity, describe_checkpoint, load_into
-from .decoder_fast import enable_fast_upscaling
+from .decoder_fast import enable_fast_upscaling, sam2_upscale
 from .hq_checkpoint import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
 from .types import CheckpointError, Embedding
 
@@ -41,9 +41,10 @@ class HqSam2Decoder(nn.Module):
             nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(),
             nn.Conv2d(d // 4, d // 8, 3, 1, 1))
         self._host = [host]   # a list, so nn.Module does not register (or save) the host
-        # broadcast the positional encoding instead of copying it per call (same values;
-        # off for exact engines, whose reference transformer then sees other strides)
-        self.broadcast_pe = False
+        # fast engines and training: the positional encoding broadcast, not copied, and the
+        # high-resolution features added inside the upscaling (decoder_fast.py). Same
+        # values up to rounding; off for exact engines (the reference's ops, bit for bit)
+        self.fast = False
 
     @property
     def host(self) -> nn.Module:
@@ -73,7 +74,7 @@ class HqSam2Decoder(nn.Module):
             assert image_embeddings.shape[0] == tokens.shape[0]
             src = image_embeddings
         src = src + dense_prompt_embeddings
-        if self.broadcast_pe and image_pe.shape[0] == 1:
+        if self.fast and image_pe.shape[0] == 1:
             pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
         else:
             pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
@@ -82,13 +83,8 @@ class HqSam2Decoder(nn.Module):
         n = h.num_mask_tokens   # SAM's 4; the HQ token follows them
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1: s + 2 + n, :]
-        src = src.transpose(1, 2).view(b, c, hh, ww)
-        if not h.use_high_res_features:
-            upscaled = h.output_upscaling(src)
-        else:
-            dc1, ln1, act1, dc2, act2 = h.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            upscaled = act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)
+        upscaled = sam2_upscale(h, src.transpose(1, 2).view(b, c, hh, ww), high_res_features,
+                                fused=self.fast)
         upscaled_hq = self.embedding_maskfeature(upscaled)
         hyper = [h.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(n)]
         hyper = torch.stack(hyper + [self.hf_mlp(mask_tokens_out[:, n, :])], dim=1)
@@ -138,7 +134,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
         self.hq_decoder = hq_decoder.attach(self.model.sam_mask_decoder).to(self.device).eval()
         if not exact:   # fused LayerNorm2d (decoder_fast.py); exact keeps SAM 2's own
             enable_fast_upscaling(self.hq_decoder.embedding_maskfeature)
-        self.hq_decoder.broadcast_pe = not exact
+        self.hq_decoder.fast = not exact
         self.hq_token_only = hq_token_only
 
     @classmethod

@@ -118,7 +118,7 @@ class HqSam2Adapter(_HqAdapter):
         self.host = Sam2Host(model)
         enable_fast_decoder(model.sam_mask_decoder)
         enable_fast_upscaling(hq.embedding_maskfeature)
-        hq.broadcast_pe = True
+        hq.fast = True
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
