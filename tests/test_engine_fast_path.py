@@ -230,3 +230,15 @@ def test_hq_sam2_fast_engine_within_bound_of_exact(tiny_sam2_model):
     emb = exact.embed(_image(140, 210, 6))
     for prompt in (Prompt(points=np.array([[50.0, 60.0]])), Prompt(box=np.array([20, 30, 180, 120]))):
         assert_close(fast.predict(emb, prompt), exact.predict(emb, prompt))
+
+
+def test_first_layer_cache_sees_a_positional_encoding_changed_in_place(tiny_sam_model):
+    fast = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu")
+    exact = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu", exact=True)
+    emb = exact.embed(_image(96, 128, 8))
+    prompt = Prompt(points=np.array([[30.0, 40.0]]))
+    fast.predict(emb, prompt)
+    with torch.no_grad():       # the memoised dense PE tensor itself, changed in place
+        for engine in (fast, exact):
+            engine.model.prompt_encoder.get_dense_pe().mul_(0.5)
+    assert_close(fast.predict(emb, prompt), exact.predict(emb, prompt))
