@@ -41,7 +41,9 @@ class _MemoLinear:
 
 
 def memo_dense_pe(prompt_encoder) -> None:
-    """get_dense_pe() computed once (it is a constant of the weights)."""
+    """get_dense_pe() computed once (it is a constant of the weights); idempotent."""
+    if "get_dense_pe" in vars(prompt_encoder):
+        return
     original = prompt_encoder.get_dense_pe
     cache: dict[str, torch.Tensor] = {}
 

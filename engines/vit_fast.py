@@ -16,15 +16,11 @@ import types
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import get_rel_pos
 
 # Bias floats built per call (16 Mi = 64 MB): one head of a 64x64 global block, or all
 # heads of all 14x14 windows at once.
 _BIAS_BUDGET = 16 * 2**20
-
-
-def _rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    from segment_anything.modeling.image_encoder import get_rel_pos
-    return get_rel_pos(q_size, k_size, rel_pos)
 
 
 def fast_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +35,8 @@ def fast_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     rel_h = rel_w = None
     if self.use_rel_pos:
         r_q = q.reshape(B * heads, H, W, q.shape[-1])
-        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, _rel_pos(H, H, self.rel_pos_h))
-        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, _rel_pos(W, W, self.rel_pos_w))
+        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(H, H, self.rel_pos_h))
+        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(W, W, self.rel_pos_w))
     out = torch.empty_like(q)
     step = max(1, _BIAS_BUDGET // (H * W) ** 2)
     for start in range(0, B * heads, step):

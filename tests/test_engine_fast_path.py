@@ -55,6 +55,12 @@ def _image(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+def _sam_pair(model):
+    """(fast, exact) SamEngine on separate copies of the same weights."""
+    return (SamEngine(copy.deepcopy(model), backbone_key="t", device="cpu"),
+            SamEngine(copy.deepcopy(model), backbone_key="t", device="cpu", exact=True))
+
+
 # (192, 256): the long side equals the tiny SAM's input side, so the second resize is skipped
 @pytest.mark.parametrize("shape", [(333, 517), (480, 640), (1000, 300), (192, 256)])
 def test_fast_masks_within_bound_of_exact(engines_pair, shape):
@@ -98,8 +104,7 @@ def test_fast_decoder_follows_mask_input_and_image(engines_pair):
 
 
 def test_fast_decoder_follows_new_weights(tiny_sam_model):
-    fast = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu")
-    exact = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu", exact=True)
+    fast, exact = _sam_pair(tiny_sam_model)
     emb = exact.embed(_image(96, 128, 2))
     prompt = Prompt(points=np.array([[30.0, 40.0]]))
     assert_close(fast.predict(emb, prompt), exact.predict(emb, prompt))
@@ -233,8 +238,7 @@ def test_hq_sam2_fast_engine_within_bound_of_exact(tiny_sam2_model):
 
 
 def test_first_layer_cache_sees_a_positional_encoding_changed_in_place(tiny_sam_model):
-    fast = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu")
-    exact = SamEngine(copy.deepcopy(tiny_sam_model), backbone_key="t", device="cpu", exact=True)
+    fast, exact = _sam_pair(tiny_sam_model)
     emb = exact.embed(_image(96, 128, 8))
     prompt = Prompt(points=np.array([[30.0, 40.0]]))
     fast.predict(emb, prompt)
