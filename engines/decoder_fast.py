@@ -95,6 +95,16 @@ def _channels_last_conv_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self._reference_forward(x.contiguous(memory_format=torch.channels_last))
 
 
+def _gelu_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """GELU on a channels-last map through its contiguous (N, H, W, C) view: the same
+    elementwise op, but vectorised (on the strided NCHW view torch takes a scalar erf,
+    ~2x slower; the reference's NCHW maps get the vectorised one, so this is also closer
+    to its values)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
+    return self._reference_forward(x)
+
+
 def _patch(module: nn.Module, forward) -> None:
     if "_reference_forward" not in vars(module):
         module._reference_forward = module.forward
@@ -106,8 +116,8 @@ HQ_SEQUENCES = ("compress_vit_feat", "embedding_encoder", "embedding_maskfeature
 
 
 def enable_fast_upscaling(upscaling: nn.Sequential) -> None:
-    """ConvTranspose2d(2, 2), LayerNorm2d and spatial Conv2d layers of a Sequential get
-    the fast forwards (also under autograd: plain differentiable ops); others are left."""
+    """ConvTranspose2d(2, 2), LayerNorm2d, spatial Conv2d and GELU layers of a Sequential
+    get the fast forwards (also under autograd: plain differentiable ops); others are left."""
     for m in upscaling:
         if isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (2, 2) and m.stride == (2, 2) \
                 and m.padding == (0, 0) and m.output_padding == (0, 0) and m.groups == 1 \
@@ -117,6 +127,8 @@ def enable_fast_upscaling(upscaling: nn.Sequential) -> None:
             _patch(m, _layer_norm_2d_forward)
         elif isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1):
             _patch(m, _channels_last_conv_forward)
+        elif type(m) is nn.GELU:
+            _patch(m, _gelu_forward)
 
 
 # ------------------------------------------------------------------------- attention
@@ -132,10 +144,19 @@ def _scale(attn: nn.Module) -> float:
     return (attn.internal_dim // attn.num_heads) ** -0.5
 
 
+def _reassociate(attn: nn.Module, tokens: int, width: int) -> bool:
+    """Whether T tokens against N image tokens cost less re-associated (~2 h T C N
+    multiply-adds) than through the projections (~2 (C + T) d N, d the internal width):
+    up to ~16 tokens at SAM's sizes (a click or a box); many points go the reference way."""
+    return attn.num_heads * tokens * width < attn.internal_dim * (width + tokens)
+
+
 def token_to_image(attn: nn.Module, q: torch.Tensor, keys_pe: torch.Tensor, keys: torch.Tensor,
                    cached: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """`attn(q=q, k=keys_pe, v=keys)` for T tokens against N image tokens.
     `cached` = (K^T as (B, h, d, N), V as (B, h, N, d)) when the projections are known."""
+    if cached is None and not _reassociate(attn, q.shape[1], keys.shape[-1]):
+        return attn(q=q, k=keys_pe, v=keys)
     h = attn.num_heads
     qh = _heads(attn.q_proj(q), h)                                    # (B, h, T, d)
     B, _, T, d = qh.shape
@@ -161,6 +182,8 @@ def image_to_token_residual(attn: nn.Module, keys: torch.Tensor, keys_pe: torch.
                             q_img: torch.Tensor | None = None) -> torch.Tensor:
     """keys + `attn(q=keys_pe, k=q_tok, v=v_tok)`: N image tokens attend to T tokens.
     `q_img` = the image queries' projection (B, N, D) when known."""
+    if q_img is None and not _reassociate(attn, q_tok.shape[1], keys.shape[-1]):
+        return keys + attn(q=keys_pe, k=q_tok, v=v_tok)
     h = attn.num_heads
     kh = _heads(attn.k_proj(q_tok), h)                                # (B, h, T, d)
     vh = _heads(attn.v_proj(v_tok), h)

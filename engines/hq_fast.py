@@ -7,6 +7,9 @@ HQ-SAM's extra cost per prompt is `embedding_maskfeature` on the 256x256 grid: c
 - conv1 runs on channels-last memory (oneDNN's fast layout here: 26 -> 13 ms);
 - LayerNorm2d, written in SAM as six passes over the tensor, is one `F.layer_norm` over
   the channels-last view (26 -> 6 ms).
+The folded 3x3 convolution (`folded_conv3x3`) is one (HW x 64)(64 x 9) product per prompt
+plus nine shifted adds, with a hand-written backward: oneDNN runs a 64 -> 1 convolution
+and its backward slowly, so the same fold serves training (HQ-SAM 2's cached step).
 Only the order of the sums changes, so logits agree to float rounding (tests bound it);
 `exact=True` engines keep the reference's `predict_masks`.
 """
@@ -44,17 +47,70 @@ def predict_masks_folded(decoder, image_embeddings: torch.Tensor, image_pe: torc
     feature = d.embedding_maskfeature
     hidden = feature[2](_layer_norm_2d(feature[1], feature[0](
         upscaled.contiguous(memory_format=torch.channels_last))))    # conv, LN2d, GELU
-    last = feature[3]
     hq_flat = hq_features.reshape(hq_features.shape[0], c, h * w)
-    masks_hq = []
-    for i in range(b):
-        kernel = torch.einsum("o,oikl->ikl", w_hq[i], last.weight)[None]
-        bias = (w_hq[i] * last.bias).sum().reshape(1)
-        m = F.conv2d(hidden[i:i + 1], kernel, bias, padding=last.padding)
-        m = m + (w_hq[i:i + 1] @ hq_flat[i % hq_flat.shape[0]]).view(1, 1, h, w)
-        masks_hq.append(m)
-    masks = torch.cat([masks_sam, torch.cat(masks_hq)], dim=1)
+    masks_hq = folded_mask(hidden, w_hq, feature[3]) + (w_hq[:, None] @ hq_flat).view(b, 1, h, w)
+    masks = torch.cat([masks_sam, masks_hq], dim=1)
     return masks, d.iou_prediction_head(hs[:, 0, :])
+
+
+def folded_mask(hidden: torch.Tensor, w: torch.Tensor, last: torch.nn.Conv2d) -> torch.Tensor:
+    """`(w[b] . last(hidden[b]))` for each prompt b: (B, 1, H, W) from hidden (B, C, H, W)
+    and the prompts' kernels w (B, O), folded into one C -> 1 kernel per prompt."""
+    assert last.kernel_size == (3, 3) and last.padding == (1, 1) and last.stride == (1, 1) \
+        and last.dilation == (1, 1) and last.groups == 1, "folded_mask: a 3x3, padding-1 conv"
+    kernel = torch.einsum("bo,oikl->bikl", w, last.weight).flatten(2)   # (B, C, 9)
+    bias = w @ last.bias if last.bias is not None else w.new_zeros(w.shape[0])
+    m = folded_conv3x3(hidden.permute(0, 2, 3, 1), kernel)           # (B, H, W)
+    return (m + bias[:, None, None]).unsqueeze(1)
+
+
+def folded_conv3x3(z: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """`conv2d(z[b], kernel[b], padding=1)` per batch item b, one output channel:
+    z (B, H, W, C) (channels last), kernel (B, C, 9) (row-major 3x3 taps) -> (B, H, W)."""
+    return _FoldedConv3x3.apply(z, kernel)
+
+
+def _tap_slices(dy: int, dx: int, H: int, W: int):
+    """Output and input windows of tap (dy, dx) of a padding-1 3x3 correlation."""
+    oy, ox = slice(max(0, 1 - dy), min(H, H + 1 - dy)), slice(max(0, 1 - dx), min(W, W + 1 - dx))
+    iy, ix = slice(oy.start + dy - 1, oy.stop + dy - 1), slice(ox.start + dx - 1, ox.stop + dx - 1)
+    return oy, ox, iy, ix
+
+
+class _FoldedConv3x3(torch.autograd.Function):
+    # forward: taps = z @ kernel (B, H, W, 9), out = the nine taps shifted and summed;
+    # backward: the transpose of each step (per-prompt mm: bmm with an inner size of 9 is
+    # ~5x slower here)
+    @staticmethod
+    def forward(ctx, z, kernel):
+        z = z.contiguous()
+        B, H, W, C = z.shape
+        ctx.save_for_backward(z, kernel)
+        taps = torch.bmm(z.view(B, H * W, C), kernel).view(B, H, W, 9)
+        out = z.new_zeros(B, H, W)
+        for t in range(9):
+            oy, ox, iy, ix = _tap_slices(t // 3, t % 3, H, W)
+            out[:, oy, ox] += taps[:, iy, ix, t]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, kernel = ctx.saved_tensors
+        B, H, W, C = z.shape
+        g_taps = grad.new_zeros(B, H, W, 9)
+        for t in range(9):
+            oy, ox, iy, ix = _tap_slices(t // 3, t % 3, H, W)
+            g_taps[:, iy, ix, t] = grad[:, oy, ox]
+        g_taps = g_taps.view(B, H * W, 9)
+        grad_z = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            grad_z = z.new_empty(B, H * W, C)
+            for b in range(B):
+                torch.mm(g_taps[b], kernel[b].t(), out=grad_z[b])
+            grad_z = grad_z.view(B, H, W, C)
+        if ctx.needs_input_grad[1]:
+            grad_kernel = torch.bmm(z.view(B, H * W, C).transpose(1, 2), g_taps)
+        return grad_z, grad_kernel
 
 
 def _layer_norm_2d(norm, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 from . import sam2_engine
 from .checkpoints import checkpoint_identity, describe_checkpoint, load_into
 from .decoder_fast import enable_fast_upscaling, sam2_upscale
+from .hq_fast import folded_mask
 from .hq_checkpoint import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
 from .types import CheckpointError, Embedding
 
@@ -59,9 +60,11 @@ class HqSam2Decoder(nn.Module):
         return self
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings,
-                      dense_prompt_embeddings, repeat_image: bool, high_res_features=None):
+                      dense_prompt_embeddings, repeat_image: bool, high_res_features=None,
+                      sam_masks: bool = True):
         """-> SAM's 4 mask logits, the HQ logit (B, 1, h, w), IoU (B, 4), mask tokens
-        (B, 5, C) and the object-score logit, as the official HQ decoder computes them."""
+        (B, 5, C) and the object-score logit, as the official HQ decoder computes them.
+        `sam_masks=False`: SAM's logits are not needed (None), the HQ mask alone is."""
         h = self.host
         s = 1 if h.pred_obj_scores else 0
         own = ([h.obj_score_token.weight] if s else []) + [h.iou_token.weight, h.mask_tokens.weight,
@@ -85,12 +88,18 @@ class HqSam2Decoder(nn.Module):
         mask_tokens_out = hs[:, s + 1: s + 2 + n, :]
         upscaled = sam2_upscale(h, src.transpose(1, 2).view(b, c, hh, ww), high_res_features,
                                 fused=self.fast)
-        upscaled_hq = self.embedding_maskfeature(upscaled)
         hyper = [h.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(n)]
         hyper = torch.stack(hyper + [self.hf_mlp(mask_tokens_out[:, n, :])], dim=1)
         b, c, hh, ww = upscaled.shape
-        masks_sam = (hyper[:, :n] @ upscaled.view(b, c, hh * ww)).view(b, -1, hh, ww)
-        masks_hq = (hyper[:, n:] @ upscaled_hq.view(b, c, hh * ww)).view(b, -1, hh, ww)
+        masks_sam = (hyper[:, :n] @ upscaled.view(b, c, hh * ww)).view(b, -1, hh, ww) \
+            if sam_masks else None
+        feature = self.embedding_maskfeature
+        if self.fast:   # the last conv folded into the HQ kernel (hq_fast.py; same value)
+            hidden = feature[2](feature[1](feature[0](upscaled)))
+            masks_hq = folded_mask(hidden, hyper[:, n], feature[3])
+        else:
+            upscaled_hq = feature(upscaled)
+            masks_hq = (hyper[:, n:] @ upscaled_hq.view(b, c, hh * ww)).view(b, -1, hh, ww)
         iou_pred = h.iou_prediction_head(iou_token_out)
         if s:
             object_score_logits = h.pred_obj_score_head(hs[:, 0, :])
@@ -103,16 +112,19 @@ class HqSam2Decoder(nn.Module):
                 hq_token_only: bool = False):
         """Same signature and outputs as the host's forward, plus `hq_token_only`."""
         h = self.host
+        stability = not multimask_output and h.dynamic_multimask_via_stability and not self.training
         masks_sam, masks_hq, iou_pred, tokens_out, obj = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features)
+            repeat_image, high_res_features, sam_masks=not hq_token_only or stability)
         n = h.num_mask_tokens
         if multimask_output:
-            masks_sam, iou_pred = masks_sam[:, 1:], iou_pred[:, 1:]
-        elif h.dynamic_multimask_via_stability and not self.training:
+            iou_pred = iou_pred[:, 1:]
+            masks_sam = None if masks_sam is None else masks_sam[:, 1:]
+        elif stability:
             masks_sam, iou_pred = h._dynamic_multimask_via_stability(masks_sam, iou_pred)
         else:
-            masks_sam, iou_pred = masks_sam[:, 0:1], iou_pred[:, 0:1]
+            iou_pred = iou_pred[:, 0:1]
+            masks_sam = None if masks_sam is None else masks_sam[:, 0:1]
         if multimask_output and h.use_multimask_token_for_obj_ptr:
             sam_tokens_out = tokens_out[:, 1:n]
         else:

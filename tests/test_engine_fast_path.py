@@ -72,8 +72,10 @@ def test_fast_masks_within_bound_of_exact(engines_pair, shape):
     for _ in range(4):
         pt = rng.uniform([0, 0], [w, h], size=(1, 2))
         box = np.array([w * .2, h * .2, w * .7, h * .8])
+        many = rng.uniform([0, 0], [w, h], size=(12, 2))   # past the re-association's break-even
         for prompt in (Prompt(points=pt), Prompt(box=box, points=pt), Prompt(box=box),
-                       Prompt(points=np.vstack([pt, pt * 0.5]), labels=np.array([1, 0]))):
+                       Prompt(points=np.vstack([pt, pt * 0.5]), labels=np.array([1, 0])),
+                       Prompt(points=many, labels=np.arange(12) % 2)):
             assert_close(fast.predict(emb, prompt), exact.predict(emb, prompt), counts)
     assert counts[0] <= 0.001 * counts[1]
 
@@ -180,18 +182,21 @@ def test_an_exact_engine_on_a_shared_model_runs_the_reference(tiny_sam_model):
         assert "forward" not in vars(module) and "predict_masks" not in vars(module)
 
 
-def _decoder_args(model, seed=0):
+def _decoder_args(model, seed=0, points=2):
     torch.manual_seed(seed)
     side = model.prompt_encoder.image_embedding_size
     emb = torch.randn(1, model.prompt_encoder.embed_dim, *side)
-    sparse, dense = model.prompt_encoder(points=(torch.tensor([[[50.0, 60.0], [90.0, 20.0]]]),
-                                                 torch.tensor([[1, 0]])), boxes=None, masks=None)
+    xy = torch.rand(1, points, 2) * 200
+    labels = torch.arange(points)[None] % 2
+    sparse, dense = model.prompt_encoder(points=(xy, labels), boxes=None, masks=None)
     return dict(image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse.detach(), dense_prompt_embeddings=dense.detach(),
                 multimask_output=True)
 
 
-def test_training_through_the_fast_decoder_gives_the_reference_gradients(tiny_sam_model):
+# 2 points: the re-associated attention; 12: so many tokens that it takes the projections
+@pytest.mark.parametrize("points", [2, 12])
+def test_training_through_the_fast_decoder_gives_the_reference_gradients(tiny_sam_model, points):
     """With autograd on, the rearranged decoder runs too (training steps are mostly
     decoder): outputs and every decoder parameter's gradient agree with the reference."""
     fast = copy.deepcopy(tiny_sam_model)
@@ -202,7 +207,7 @@ def test_training_through_the_fast_decoder_gives_the_reference_gradients(tiny_sa
     outputs = []
     for model in (fast, ref):
         with torch.enable_grad():
-            masks, iou = model.mask_decoder(**_decoder_args(model))
+            masks, iou = model.mask_decoder(**_decoder_args(model, points=points))
             (masks.square().mean() + iou.sum()).backward()
         outputs.append((masks.detach(), iou.detach()))
     for a, b in zip(*outputs):

@@ -19,6 +19,7 @@ import torch
 
 from engines.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
 from engines.decoder_fast import enable_fast_decoder, enable_fast_upscaling
+from engines.hq_fast import predict_masks_folded
 from engines.hq_checkpoint import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
 from engines.hq_sam_engine import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
@@ -98,7 +99,8 @@ class HqSamAdapter(_HqAdapter):
             _check(prompt)
             with torch.no_grad():   # the prompt encoder is frozen
                 sparse, dense = self.host.encode_prompt(prompt, mask_scale=MASK_PROMPT_SCALE)
-            masks, iou = decoder.predict_masks(embed[i:i + 1], pe, sparse, dense, hq[i:i + 1])
+            # the HQ mask's last conv folded into its kernel (engines/hq_fast.py; same value)
+            masks, iou = predict_masks_folded(decoder, embed[i:i + 1], pe, sparse, dense, hq[i:i + 1])
             logits.append(select_hq_output(masks, iou, multimask=False, hq_token_only=True)[0])
         # the HQ mask has no IoU prediction of its own (SAM's IoU head is frozen)
         return AdapterOutput(torch.cat(logits))
