@@ -3,13 +3,13 @@
 HQ-SAM's extra cost per prompt is `embedding_maskfeature` on the 256x256 grid: conv
 32->64, LayerNorm2d, GELU, conv 64->32 (~73 ms on 2 cores at ViT-B size). Here:
 - the HQ mask is w^T (conv2(y) + hq_features) for the prompt's 32-d kernel w; the same
-  value is (w^T conv2)(y) + w^T b2 + w^T hq_features: one 64 -> 1 convolution (16 ms -> <1);
+  value is (w^T conv2)(y) + w^T b2 + w^T hq_features: one 64 -> 1 convolution, computed
+  by `folded_conv3x3` as one (HW x 64)(64 x 9) product plus nine shifted adds (~3 ms a
+  prompt; conv2 took ~16, oneDNN's 64 -> 1 convolution ~9). Its backward is written out
+  (oneDNN's is slow for one output channel), so training runs the same fold;
 - conv1 runs on channels-last memory (oneDNN's fast layout here: 26 -> 13 ms);
 - LayerNorm2d, written in SAM as six passes over the tensor, is one `F.layer_norm` over
   the channels-last view (26 -> 6 ms).
-The folded 3x3 convolution (`folded_conv3x3`) is one (HW x 64)(64 x 9) product per prompt
-plus nine shifted adds, with a hand-written backward: oneDNN runs a 64 -> 1 convolution
-and its backward slowly, so the same fold serves training (HQ-SAM 2's cached step).
 Only the order of the sums changes, so logits agree to float rounding (tests bound it);
 `exact=True` engines keep the reference's `predict_masks`.
 """
