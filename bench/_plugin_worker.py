@@ -4,7 +4,8 @@
 
 Builds the host engine (SAM / SAM 2, random weights, seed 0) and the plugin engines on
 it: Stable-SAM (its plugin module at its own initialisation: the work per click does not
-depend on the values) and, on ViT-B, HQ-SAM (the official HQ architecture, random). Each
+depend on the values) and HQ-SAM (on ViT-B the official HQ architecture, random; on
+Hiera-T HQ-SAM 2's HQ parts on the same SAM 2). Each
 embeds the image once; then clicks alternate host, plugin, host, plugin ... on the same
 points and boxes, so a busy moment hits both sides alike. Prints one JSON object.
 """
@@ -36,10 +37,16 @@ def engines_for(arch: str) -> dict:
     width = int(host.model.sam_mask_decoder.transformer_dim if hasattr(host.model, "sam_mask_decoder")
                 else host.model.mask_decoder.transformer_dim)
     out = {"host": host, "stable-sam": StableSamEngine(host, StableSAMPlugin(width))}
+    torch.manual_seed(0)
     if arch.startswith("vit"):
         from engines.hq_sam_engine import HqSamEngine, build_hq_architecture
-        torch.manual_seed(0)
         out["hq-sam"] = HqSamEngine(build_hq_architecture(arch), backbone_key=f"hq-sam:{arch}:random")
+    else:   # HQ-SAM 2: the HQ parts on a second copy of the same random SAM 2
+        from engines.hq_sam2 import HqSam2Decoder, HqSam2Engine
+        model = build_sam2_architecture(arch)
+        model.load_state_dict(host.model.state_dict())
+        out["hq-sam"] = HqSam2Engine(model, HqSam2Decoder(model.sam_mask_decoder),
+                                     backbone_key=f"hq-sam:{arch}:random")
     return out
 
 
