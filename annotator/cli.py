@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engines.alloc import tune_allocator
-    tune_allocator()   # before any model allocates (see engines/alloc.py)
+    from engines.runtime import tune_allocator
+    tune_allocator()   # before any model allocates (see engines/runtime/alloc.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

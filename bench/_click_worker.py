@@ -26,7 +26,7 @@ def session_factory(engine_name: str, work: Path):
     """on_event -> EngineSession: the classic engine through the real Router (empty
     models folder), or a full-size SAM architecture with random weights."""
     from annotator.core.session import EngineSession
-    from engines.cache import EmbeddingCache
+    from engines.files import EmbeddingCache
     from engines.router import NOT_INSTALLED_HINT, Routed, Router
     from engines.types import EngineError
 
@@ -39,11 +39,11 @@ def session_factory(engine_name: str, work: Path):
     import torch
     torch.manual_seed(0)
     if engine_name == "vit_b":
-        from engines.sam_engine import SamEngine, build_sam_architecture
+        from engines.hosts import SamEngine, build_sam_architecture
         engine, name = SamEngine(build_sam_architecture("vit_b"), backbone_key="bench-vit_b",
                                  device="cpu"), "sam"
     elif engine_name == "hiera_t":
-        from engines.sam2_engine import Sam2Engine, build_sam2_architecture
+        from engines.hosts import Sam2Engine, build_sam2_architecture
         engine, name = Sam2Engine(build_sam2_architecture("hiera_t"),
                                   backbone_key="bench-hiera_t", device="cpu"), "sam2"
     else:
@@ -187,7 +187,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import numpy as np
-    from engines.alloc import tune_allocator
+    from engines.runtime import tune_allocator
     tune_allocator()             # as `annotator gui` does, before any model allocates
     import torch
     from PySide6.QtWidgets import QApplication

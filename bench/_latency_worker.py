@@ -126,12 +126,12 @@ def run_reference(args, image: np.ndarray, clicks: dict) -> dict:
 def build_ours(arch: str):
     import torch
     if arch in SAM_ARCHS:
-        from engines.sam_engine import SamEngine, build_sam_architecture
+        from engines.hosts import SamEngine, build_sam_architecture
         torch.manual_seed(0)
         model, build_s = timed(build_sam_architecture, arch)
         fingerprint = model_fingerprint(model)
         return SamEngine(model, backbone_key=f"sam:{arch}:random-seed0", device="cpu"), build_s, fingerprint
-    from engines.sam2_engine import Sam2Engine, build_sam2_architecture
+    from engines.hosts import Sam2Engine, build_sam2_architecture
     torch.manual_seed(0)
     model, build_s = timed(build_sam2_architecture, arch)
     fingerprint = model_fingerprint(model)
@@ -140,7 +140,7 @@ def build_ours(arch: str):
 
 def run_ours(args, image: np.ndarray, clicks: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo root
-    from engines.alloc import tune_allocator
+    from engines.runtime import tune_allocator
     tuned = tune_allocator()   # first, before torch allocates anything (as the entry points do)
     import torch
     from engines.types import Prompt
@@ -192,7 +192,7 @@ def compare_masks(ours: list[np.ndarray], ref_path: str | None) -> dict:
 def time_cache(engine, emb, image: np.ndarray, tmp: Path, xy) -> dict:
     """Embedding lookup as the product does it (hash the pixels, build the key, get):
     from memory, and from disk through a new EmbeddingCache on the same folder (a restart)."""
-    from engines.cache import CacheKey, EmbeddingCache, image_digest
+    from engines.files import CacheKey, EmbeddingCache, image_digest
     from engines.types import Prompt
 
     def never():

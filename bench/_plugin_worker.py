@@ -26,23 +26,23 @@ def engines_for(arch: str) -> dict:
     import torch
 
     from engines.stable_sam import StableSAMPlugin
-    from engines.stable_sam_engine import StableSamEngine
+    from engines.stable_sam import StableSamEngine
     torch.manual_seed(0)
     if arch.startswith("vit"):
-        from engines.sam_engine import SamEngine, build_sam_architecture
+        from engines.hosts import SamEngine, build_sam_architecture
         host = SamEngine(build_sam_architecture(arch), backbone_key=f"sam:{arch}:random")
     else:
-        from engines.sam2_engine import Sam2Engine, build_sam2_architecture
+        from engines.hosts import Sam2Engine, build_sam2_architecture
         host = Sam2Engine(build_sam2_architecture(arch), backbone_key=f"sam2:{arch}:random")
     width = int(host.model.sam_mask_decoder.transformer_dim if hasattr(host.model, "sam_mask_decoder")
                 else host.model.mask_decoder.transformer_dim)
     out = {"host": host, "stable-sam": StableSamEngine(host, StableSAMPlugin(width))}
     torch.manual_seed(0)
     if arch.startswith("vit"):
-        from engines.hq_sam_engine import HqSamEngine, build_hq_architecture
+        from engines.hq_sam import HqSamEngine, build_hq_architecture
         out["hq-sam"] = HqSamEngine(build_hq_architecture(arch), backbone_key=f"hq-sam:{arch}:random")
     else:   # HQ-SAM 2: the HQ parts on a second copy of the same random SAM 2
-        from engines.hq_sam2 import HqSam2Decoder, HqSam2Engine
+        from engines.hq_sam import HqSam2Decoder, HqSam2Engine
         model = build_sam2_architecture(arch)
         model.load_state_dict(host.model.state_dict())
         out["hq-sam"] = HqSam2Engine(model, HqSam2Decoder(model.sam_mask_decoder),
@@ -68,7 +68,7 @@ def main() -> None:
     p.add_argument("--clicks", type=int, default=30)
     p.add_argument("--image", type=Path, required=True)
     args = p.parse_args()
-    from engines.alloc import tune_allocator
+    from engines.runtime import tune_allocator
     tune_allocator()
     image = np.load(args.image)
     engines = engines_for(args.arch)

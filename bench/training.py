@@ -42,10 +42,10 @@ def random_checkpoint(arch: str, folder: Path) -> Path:
     """The official architecture with random weights, saved as a plain state dict."""
     torch.manual_seed(0)
     if arch.startswith("vit"):
-        from engines.sam_engine import build_sam_architecture
+        from engines.hosts import build_sam_architecture
         model = build_sam_architecture(arch)
     else:
-        from engines.sam2_engine import build_sam2_architecture
+        from engines.hosts import build_sam2_architecture
         model = build_sam2_architecture(arch)
     path = folder / f"{arch}-random.pt"
     torch.save(model.state_dict(), path)
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="photos to use (default: all)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from engines.alloc import tune_allocator
+    from engines.runtime import tune_allocator
     tune_allocator()
     items = photo_items(args.images)
     n_images = len({item.image_key for item in items})

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from .types import ImageError, Prompt, PromptError
+from engines.types import ImageError, Prompt, PromptError
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -1,70 +1,39 @@
-"""Engine registry: engines register themselves by name with a decorator.
+"""Resolves the manifest's rows (engines/manifest.py) to the classes that build them.
 
-An entry says what prompts the engine answers and how to build it; the router reads the
-registry, never an if/elif chain. Fallback order lives in engines/router.py.
+A spec is the manifest row plus its factory, imported on first use: looking an engine up
+never imports the others, and listing engines (`manifest.list_engines`) imports none.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
-from .types import Engine, EngineError
-
-# What a prompt asks for; engines declare which of these they answer.
-TASKS = ("points", "box", "text", "auto")
+from engines import manifest
+from engines.manifest import TASKS, EngineInfo  # noqa: F401  (TASKS re-exported)
+from engines.types import EngineError
 
 
 @dataclass(frozen=True)
 class EngineSpec:
-    name: str
-    factory: Callable[..., Engine]
-    tasks: frozenset[str]
-    description: str = ""
-    needs_checkpoint: bool = True
-    # engines that can run a trained plugin on a checkpoint of these host engines
-    plugin_hosts: tuple[str, ...] = ()
-    plugin_required: bool = False   # True: no plugin, no engine (its own weights do not exist)
+    info: EngineInfo
+    factory: Any           # a class with `from_checkpoint(path, *, arch, device, ...)`
+
+    def __getattr__(self, name: str):    # name, tasks, plugin_hosts, ... of the row
+        return getattr(self.info, name)
 
 
-_REGISTRY: dict[str, EngineSpec] = {}
-
-
-def register_engine(name: str, *, tasks: tuple[str, ...], description: str = "",
-                    needs_checkpoint: bool = True, plugin_hosts: tuple[str, ...] = (),
-                    plugin_required: bool = False):
-    """Class or factory decorator: `@register_engine("sam", tasks=("points", "box"))`."""
-    unknown = set(tasks) - set(TASKS)
-    if unknown:
-        raise ValueError(f"engine {name!r}: unknown tasks {sorted(unknown)}")
-
-    def deco(factory):
-        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
-            raise ValueError(f"engine {name!r} is registered twice")
-        _REGISTRY[name] = EngineSpec(name, factory, frozenset(tasks), description,
-                                     needs_checkpoint, tuple(plugin_hosts), plugin_required)
-        return factory
-    return deco
+_SPECS: dict[str, EngineSpec] = {}
 
 
 def get_spec(name: str) -> EngineSpec:
-    _load_builtin_engines()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise EngineError(f"unknown engine {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    info = manifest.get(name)
+    if info is None:
+        raise EngineError(f"unknown engine {name!r}; known: {', '.join(sorted(manifest.names()))}")
+    if name not in _SPECS:
+        _SPECS[name] = EngineSpec(info, getattr(importlib.import_module(info.module), info.factory))
+    return _SPECS[name]
 
 
 def all_specs() -> list[EngineSpec]:
-    _load_builtin_engines()
-    return list(_REGISTRY.values())
-
-
-_BUILTIN_MODULES = ("engines.classic", "engines.sam_engine", "engines.sam2_engine",
-                    "engines.hq_sam_engine", "engines.stable_sam_engine")
-
-
-def _load_builtin_engines() -> None:
-    """Import the engine modules so their decorators run (cheap after the first call)."""
-    import importlib
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    return [get_spec(name) for name in manifest.names()]

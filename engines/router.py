@@ -7,39 +7,26 @@ The chains (first installed engine wins; the last step needs no model at all):
 | points or box               | stable-sam -> sam2 -> sam -> classic             |
 | points or box, fine edges   | hq-sam -> stable-sam -> sam2 -> sam -> classic   |
 | typed class name ("text")   | sam-mi (no fallback: nothing else reads text)    |
-| no prompt ("auto")          | pmg-sam -> ip-sam (no fallback)                  |
+| no prompt ("auto")          | pmg-sam -> ip-sam -> sam2-amg -> sam-amg          |
 
 SAM 2 comes before SAM because Hiera-T encodes an image several times faster than ViT-B
 on a CPU. An engine is "installed" when it is registered and, if it needs a checkpoint,
 one is in the models folder (or was given explicitly). Plugin engines (stable-sam, and
 hq-sam without an official HQ checkpoint) are installed when a trained plugin sits in
 the models folder's plugins/ together with the exact backbone checkpoint it was trained
-on (engines/plugin_index.py). Engines are built once and kept.
+on (engines/files/plugin_index.py). Engines are built once and kept.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import catalogue
-from .registry import get_spec
-from .types import Engine, EngineError
+from engines.files import catalogue
+from engines.manifest import NOT_INSTALLED_HINT, ROUTES
+from engines.registry import get_spec
+from engines.types import Engine, EngineError
 
-POINT_CHAIN = ("stable-sam", "sam2", "sam", "classic")
-ROUTES: dict[tuple[str, bool], tuple[str, ...]] = {
-    ("points", False): POINT_CHAIN,
-    ("box", False): POINT_CHAIN,
-    ("points", True): ("hq-sam",) + POINT_CHAIN,
-    ("box", True): ("hq-sam",) + POINT_CHAIN,
-    ("text", False): ("sam-mi",),
-    ("text", True): ("sam-mi",),
-    ("auto", False): ("pmg-sam", "ip-sam"),
-    ("auto", True): ("pmg-sam", "ip-sam"),
-}
-NOT_INSTALLED_HINT = {
-    "text": "no text engine installed: typed class names need the sam-mi engine",
-    "auto": "no proposal engine installed: Auto needs the pmg-sam or ip-sam engine",
-}
+POINT_CHAIN = ROUTES[("points", False)]
 
 
 @dataclass(frozen=True)
@@ -148,7 +135,7 @@ class Router:
 
     def plugin_backbone(self, plugin) -> Path | None:
         """The installed (or pinned) checkpoint an InstalledPlugin was trained on, if any."""
-        from .plugin_index import usable_plugin
+        from engines.files.plugin_index import usable_plugin
         try:
             hosts = get_spec(plugin.engine).plugin_hosts
         except EngineError:       # an engine this build does not have
@@ -157,7 +144,7 @@ class Router:
         return pair[1] if pair else None
 
     def _plugin_pair(self, name: str, hosts: tuple[str, ...], plugin: Path | None) -> Located:
-        from .plugin_index import find_plugins, read_installed, usable_plugin
+        from engines.files.plugin_index import find_plugins, read_installed, usable_plugin
         candidates = [read_installed(plugin)] if plugin is not None else \
             find_plugins(self.models_dir, name)
         pair = usable_plugin(candidates, self.host_backbones(hosts))

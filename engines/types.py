@@ -6,7 +6,7 @@ their own input resolution internally.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +25,14 @@ class CheckpointError(EngineError):
 
 class ImageError(EngineError, ValueError):
     """An image array the engines cannot take (wrong dtype, shape or channels)."""
+
+
+class OptionsError(EngineError, ValueError):
+    """Options of a request that are out of range or unknown (e.g. a grid of 0 points)."""
+
+
+class CancelledError(EngineError):
+    """A long request (a proposal run) was cancelled between two of its batches."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,32 @@ class Prediction:
 
 
 @dataclass
+class Proposals:
+    """N object instances found in one image with no prompt ("auto") or from typed class
+    names ("text"), best first. Unlike `Prediction.masks` (K candidates for ONE object),
+    each row here is a different object."""
+    masks: np.ndarray            # (N, H, W) bool at original image size
+    scores: np.ndarray           # (N,) float32 confidence, higher is better (AMG: predicted IoU)
+    boxes: np.ndarray            # (N, 4) float32 x0, y0, x1, y1 in image pixels (mask's extent)
+    engine: str
+    class_names: list[str | None] | None = None   # (N,) a class per instance, text engines
+    class_scores: np.ndarray | None = None       # (N, C) score of each of `classes`
+    classes: tuple[str, ...] = ()                # the names `class_scores` columns refer to
+    sources: list[dict[str, Any]] = field(default_factory=list)  # (N,) what produced each,
+    #                      e.g. {"point": [x, y], "crop": [x0, y0, x1, y1], "stability": s}
+    extras: dict[str, Any] = field(default_factory=dict)         # run-level facts, timings
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], engine: str, **kw: Any) -> "Proposals":
+        h, w = image_size
+        return cls(np.zeros((0, h, w), bool), np.zeros(0, np.float32),
+                   np.zeros((0, 4), np.float32), engine, **kw)
+
+
+@dataclass
 class Embedding:
     """What an encoder computed for one image; decoders need only this (and a prompt)."""
     backbone_key: str                       # engines with the same key share an embedding
@@ -84,3 +118,19 @@ class Engine(Protocol):
     def embed(self, image: np.ndarray) -> Embedding: ...
 
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction: ...
+
+
+Cancel = Callable[[], bool]   # polled between batches; True: stop with CancelledError
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """An engine that finds objects itself: "auto" (no prompt) or "text" (options carry
+    `classes`, the typed names). Options are validated by the proposer (OptionsError)."""
+    name: str
+    backbone_key: str
+
+    def embed(self, image: np.ndarray) -> Embedding: ...
+
+    def propose(self, emb: Embedding, options: Mapping[str, Any] | None = None, *,
+                cancel: Cancel | None = None) -> Proposals: ...

@@ -16,11 +16,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_sam_model():
-    from engines.tiny import tiny_sam
+    from engines.hosts.tiny import tiny_sam
     return tiny_sam()
 
 
 @pytest.fixture(scope="session")
 def tiny_sam2_model():
-    from engines.tiny import tiny_sam2
+    from engines.hosts.tiny import tiny_sam2
     return tiny_sam2()

@@ -1,4 +1,4 @@
-"""engines.catalogue: the shipped models.json, lookups, the models folder, verification."""
+"""engines.files.catalogue: the shipped models.json, lookups, the models folder, verification."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +10,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from engines import catalogue
-from engines.catalogue import CatalogueError, ModelEntry
+from engines.files import catalogue
+from engines.files.catalogue import CatalogueError, ModelEntry
 from engines.types import CheckpointError, EngineError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models.json"

@@ -1,15 +1,14 @@
 """Bad checkpoints give one clear error naming the file and what was expected."""
-import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from engines.checkpoints import describe_checkpoint, load_state_dict
-from engines.sam2_engine import Sam2Engine
-from engines.sam_engine import SamEngine
-from engines.tiny import tiny_sam, tiny_sam2
+from engines.files.checkpoints import describe_checkpoint, load_state_dict
+from engines.hosts.sam2 import Sam2Engine
+from engines.hosts.sam import SamEngine
+from engines.hosts.tiny import tiny_sam, tiny_sam2
 from engines.types import CheckpointError
 
 
@@ -26,7 +25,7 @@ def test_sam_checkpoint_round_trip(tmp_path, monkeypatch):
     model = tiny_sam()
     path = tmp_path / "tiny_sam.pth"
     torch.save(model.state_dict(), path)
-    monkeypatch.setattr("engines.sam_engine.build_sam_architecture", lambda arch: tiny_sam(seed=1))
+    monkeypatch.setattr("engines.hosts.sam.build_sam_architecture", lambda arch: tiny_sam(seed=1))
     engine = SamEngine.from_checkpoint(path, arch="vit_b", device="cpu")
     for k, v in model.state_dict().items():
         assert torch.equal(engine.model.state_dict()[k], v), k
@@ -39,7 +38,7 @@ def test_sam2_checkpoint_in_official_layout(tmp_path, monkeypatch):
     model = tiny_sam2()
     path = tmp_path / "tiny_sam2.pt"
     torch.save({"model": model.state_dict()}, path)   # the official {"model": ...} wrapper
-    monkeypatch.setattr("engines.sam2_engine.build_sam2_architecture", lambda arch: tiny_sam2(seed=1))
+    monkeypatch.setattr("engines.hosts.sam2.build_sam2_architecture", lambda arch: tiny_sam2(seed=1))
     engine = Sam2Engine.from_checkpoint(path, arch="hiera_t", device="cpu")
     for k, v in model.state_dict().items():
         assert torch.equal(engine.model.state_dict()[k], v), k
@@ -96,7 +95,7 @@ def test_checkpoint_of_another_architecture(tmp_path, monkeypatch):
         SamEngine.from_checkpoint(path)            # arch unknown: guessed from the keys
     assert "sam2_in_disguise.pth" in str(err.value) and "SAM 2" in str(err.value)
     # forcing the arch: keys do not fit, the message says what the file looks like
-    monkeypatch.setattr("engines.sam_engine.build_sam_architecture", lambda arch: tiny_sam())
+    monkeypatch.setattr("engines.hosts.sam.build_sam_architecture", lambda arch: tiny_sam())
     with pytest.raises(CheckpointError, match="does not fit SAM vit_b.*looks like SAM 2"):
         SamEngine.from_checkpoint(path, arch="vit_b")
 
@@ -104,7 +103,7 @@ def test_checkpoint_of_another_architecture(tmp_path, monkeypatch):
 def test_same_family_other_size(tmp_path, monkeypatch):
     path = tmp_path / "wide.pth"
     torch.save(tiny_sam(embed_dim=96).state_dict(), path)
-    monkeypatch.setattr("engines.sam_engine.build_sam_architecture", lambda arch: tiny_sam(embed_dim=64))
+    monkeypatch.setattr("engines.hosts.sam.build_sam_architecture", lambda arch: tiny_sam(embed_dim=64))
     with pytest.raises(CheckpointError, match="shape mismatch"):
         SamEngine.from_checkpoint(path, arch="vit_b")
 

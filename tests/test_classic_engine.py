@@ -2,14 +2,13 @@
 on a contrasting textured background, two touching objects of one colour, odd image sizes."""
 from __future__ import annotations
 
-import importlib.util
 
 import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from engines.classic import ClassicEngine
+from engines.classic.engine import ClassicEngine
 from engines.types import Embedding, Engine, EngineError, ImageError, Prompt, PromptError
 
 OBJECT, BACKGROUND = (200, 90, 60), (70, 140, 70)
@@ -247,20 +246,21 @@ def test_foreign_embedding_and_bad_options_are_refused(engine):
 # -- registration -----------------------------------------------------------------------------
 
 def test_registered_without_checkpoint_and_built_with_router_options():
-    from engines.registry import _REGISTRY
-    spec = _REGISTRY["classic"]
+    from engines.registry import get_spec
+    spec = get_spec("classic")
     assert spec.factory is ClassicEngine and not spec.needs_checkpoint
     assert spec.tasks == frozenset({"points", "box"})
     engine = spec.factory(device="cpu", checkpoint=None, max_side=320)
     assert isinstance(engine, Engine) and engine.name == "classic" and engine.max_side == 320
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None
-                        for m in ("engines.sam_engine", "engines.sam2_engine")),
-                    reason="get_spec imports every builtin engine; sam/sam2 engines not written yet")
-def test_found_through_get_spec():
-    from engines.registry import get_spec
-    assert get_spec("classic").factory is ClassicEngine
+def test_found_through_get_spec_without_importing_the_other_engines():
+    import subprocess
+    import sys
+    code = ("import sys; from engines.registry import get_spec; get_spec('classic'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('engines.hosts', 'engines.hq_sam'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- any valid prompt on any image gets a well-formed answer ----------------------------------

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from annotator.cli import main
-from engines import catalogue
+from engines.files import catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 COFFEE = REPO / "resources" / "samples" / "coffee.png"
@@ -31,13 +31,13 @@ def test_segment_with_classic_engine(tmp_path, capsys, monkeypatch):
 
 
 def test_segment_uses_an_installed_sam_checkpoint(tmp_path, capsys, monkeypatch):
-    from engines.tiny import tiny_sam
+    from engines.hosts.tiny import tiny_sam
     models = tmp_path / "models"
     models.mkdir()
     entry = catalogue.get_entry("sam-vit-b")
     torch.save(tiny_sam().state_dict(), catalogue.model_path(entry, models))
     monkeypatch.setattr(catalogue, "is_installed", lambda e, d=None: catalogue.model_path(e, d).exists())
-    monkeypatch.setattr("engines.sam_engine.build_sam_architecture", lambda arch: tiny_sam(seed=5))
+    monkeypatch.setattr("engines.hosts.sam.build_sam_architecture", lambda arch: tiny_sam(seed=5))
     monkeypatch.setenv("ANNOTATOR_CACHE_DIR", str(tmp_path / "cache"))
     args = ["segment", str(COFFEE), "--point", "300,200", "--models-dir", str(models),
             "--out", str(tmp_path / "m.png")]

@@ -1,4 +1,4 @@
-"""engines.download and `annotator models download` against a real HTTP server on
+"""engines.files.download and `annotator models download` against a real HTTP server on
 127.0.0.1 (started here; nothing else is contacted)."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engines import catalogue
-from engines.catalogue import ModelEntry
-from engines.download import DownloadError, download
+from engines.files import catalogue
+from engines.files.catalogue import ModelEntry
+from engines.files.download import DownloadError, download
 
 DATA = os.urandom(300 * 1024 + 123)          # a few hundred KB, not a multiple of a chunk
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engines.cache import (FORMAT_VERSION, MIB, CacheError, CacheKey, DiskCache,
-                           EmbeddingCache, MemoryCache, default_cache_dir, image_digest)
+from engines.files.cache import (FORMAT_VERSION, MIB, CacheError, CacheKey, DiskCache,
+                                 EmbeddingCache, MemoryCache, default_cache_dir, image_digest)
 from engines.types import Embedding, ImageError
 
 BACKBONE = "sam:vit_b:01ec64"
@@ -276,7 +276,7 @@ def test_bad_disk_file_is_detected_removed_and_recomputed(tmp_path, damage, capl
     damage(path)
 
     restarted = EmbeddingCache(memory_mb=16, disk_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="engines.cache"):
+    with caplog.at_level(logging.WARNING, logger="engines.files.cache"):
         assert restarted.disk.get(key(0)) is None            # never raises, never trusted
     assert not path.exists()                                  # the bad file is gone
     assert any(path.name in r.getMessage() for r in caplog.records)
@@ -415,7 +415,7 @@ def test_unstorable_embeddings_stay_in_memory_and_are_recomputed_after_restart(t
     odd = make_emb(1)
     odd.features["labels"] = np.array(["a", "b"])             # a dtype torch cannot hold
     for i, emb in enumerate((with_pixels, odd)):
-        with caplog.at_level(logging.WARNING, logger="engines.cache"):
+        with caplog.at_level(logging.WARNING, logger="engines.files.cache"):
             got, source = cache.get_or_compute(key(i), lambda e=emb: e)
         assert source == "computed" and got is emb
         assert cache.get_or_compute(key(i), None)[1] == "memory"

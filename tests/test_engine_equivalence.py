@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.sam2_engine import Sam2Engine
-from engines.sam_engine import SamEngine
+from engines.hosts.sam2 import Sam2Engine
+from engines.hosts.sam import SamEngine
 from engines.types import Prompt
 
 SHAPES = [(96, 128), (200, 70), (333, 517), (256, 256)]

@@ -1,6 +1,6 @@
 """The default (fast) engines against the exact ones (the reference's own modules) on the
-same weights: the encoder's fused attention (engines/vit_fast.py), the rearranged decoder
-(engines/decoder_fast.py) and OpenCV's upsampling agree to float rounding. Bounds: logits
+same weights: the encoder's fused attention (engines/hosts/fast/vit_attention.py), the rearranged decoder
+(engines/hosts/fast/decoder.py) and OpenCV's upsampling agree to float rounding. Bounds: logits
 and scores within 1e-5 of the largest logit, feature maps within 1e-5 of their largest
 value, at most 0.1 % of a mask's pixels differ and only on its boundary. Caches follow
 the mask input, the image and the weights. With autograd on (training) the decoder's
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines.decoder_fast import enable_fast_upscaling
-from engines.sam2_engine import Sam2Engine
-from engines.sam_engine import SamEngine
-from engines.stable_sam import StableSAMPlugin
-from engines.stable_sam_engine import StableSamEngine
+from engines.hosts.fast.decoder import enable_fast_upscaling
+from engines.hosts.sam2 import Sam2Engine
+from engines.hosts.sam import SamEngine
+from engines.stable_sam.plugin import StableSAMPlugin
+from engines.stable_sam.engine import StableSamEngine
 from engines.types import Prompt
-from engines.vit_fast import enable_fast_attention
+from engines.hosts.fast.vit_attention import enable_fast_attention
 
 
 def boundary(mask):
@@ -228,7 +228,7 @@ def test_training_through_the_fast_decoder_gives_the_reference_gradients(tiny_sa
 
 
 def test_hq_sam2_fast_engine_within_bound_of_exact(tiny_sam2_model):
-    from engines.hq_sam2 import HqSam2Decoder, HqSam2Engine
+    from engines.hq_sam.sam2 import HqSam2Decoder, HqSam2Engine
     models = [copy.deepcopy(tiny_sam2_model) for _ in range(2)]
     torch.manual_seed(5)
     hq = HqSam2Decoder(models[0].sam_mask_decoder)

@@ -14,11 +14,11 @@ from PIL import Image
 from annotator.core.service import (Dropped, EmbeddingState, EngineService, PredictionFailed,
                                     PredictionReady, prompt_task)
 from annotator.core.service_prefetch import find_encoder_blocks
-from engines.cache import EmbeddingCache
-from engines.classic import ClassicEngine
+from engines.files.cache import EmbeddingCache
+from engines.classic.engine import ClassicEngine
 from engines.router import Routed
-from engines.sam_engine import SamEngine
-from engines.tiny import tiny_sam
+from engines.hosts.sam import SamEngine
+from engines.hosts.tiny import tiny_sam
 from engines.types import EngineError, Prompt, PromptError
 
 WAIT = 30.0   # generous: a loaded 2-core machine can be slow, a hang still fails
@@ -463,7 +463,7 @@ def test_shutdown_joins_both_threads_promptly():
 
 
 def test_find_encoder_blocks_knows_the_engines(tiny_sam2_model):
-    from engines.sam2_engine import Sam2Engine
+    from engines.hosts.sam2 import Sam2Engine
     s = sam(depth=3)
     assert find_encoder_blocks(s) == list(s.model.image_encoder.blocks) and len(find_encoder_blocks(s)) == 3
     s2 = Sam2Engine(tiny_sam2_model, backbone_key="tiny2", device="cpu")

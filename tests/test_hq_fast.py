@@ -1,16 +1,16 @@
-"""The folded HQ decoder (engines/hq_fast.py) equals MaskDecoderHQ.predict_masks up to float
+"""The folded HQ decoder (engines/hq_sam/fast.py) equals MaskDecoderHQ.predict_masks up to float
 rounding, at tiny and at official width, for one prompt and for a batch of prompts."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engines.hq_checkpoint import HQ_PARTS
-from engines.hq_fast import predict_masks_folded
+from engines.hq_sam.weights import HQ_PARTS
+from engines.hq_sam.fast import predict_masks_folded
 
 
 def _decoder(vit_dim: int, dim: int, seed: int):
-    from engines.hq_sam_engine import hq_modeling
+    from engines.hq_sam.engine import hq_modeling
     modeling = hq_modeling()
     torch.manual_seed(seed)
     decoder = modeling.MaskDecoderHQ(
@@ -49,7 +49,7 @@ def test_folded_conv3x3_is_the_convolution_with_its_gradients(batch, height, wid
     conv2d's (double precision: gradcheck's finite differences too)."""
     import torch.nn.functional as F
 
-    from engines.hq_fast import folded_conv3x3
+    from engines.hq_sam.fast import folded_conv3x3
     g = torch.Generator().manual_seed(batch)
     z = torch.randn(batch, height, width, channels, dtype=torch.float64, generator=g, requires_grad=True)
     k = torch.randn(batch, channels, 9, dtype=torch.float64, generator=g, requires_grad=True)
@@ -70,8 +70,8 @@ def test_hq_sam2_training_forward_gives_the_reference_gradients(tiny_sam2_model)
     every HQ parameter's gradient equal the reference ops' to float rounding."""
     import copy
 
-    from engines.decoder_fast import enable_fast_decoder, enable_fast_upscaling
-    from engines.hq_sam2 import HqSam2Decoder
+    from engines.hosts.fast.decoder import enable_fast_decoder, enable_fast_upscaling
+    from engines.hq_sam.sam2 import HqSam2Decoder
     models = [copy.deepcopy(tiny_sam2_model) for _ in range(2)]
     torch.manual_seed(3)
     hqs = [HqSam2Decoder(models[0].sam_mask_decoder)]

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoints import checkpoint_identity
-from engines.hq_checkpoint import (HQ_PARTS, HqParts, merge_hq_plugin, split_hq_checkpoint)
-from engines.hq_sam_engine import (HqSamEngine, build_hq_architecture, hq_from_sam_state,
+from engines.files.checkpoints import checkpoint_identity
+from engines.hq_sam.weights import (HQ_PARTS, HqParts, merge_hq_plugin, split_hq_checkpoint)
+from engines.hq_sam.engine import (HqSamEngine, build_hq_architecture, hq_from_sam_state,
                                    hq_modeling, sam_config_from_state, tiny_hq_sam)
-from engines.plugins import save_plugin
-from engines.tiny import tiny_sam
+from engines.files.plugins import save_plugin
+from engines.hosts.tiny import tiny_sam
 from engines.types import CheckpointError, EngineError, Prompt
 
 from test_engine_equivalence import as_prompt, prompts_for
@@ -122,7 +122,7 @@ def test_fast_path_within_bound_of_exact(hq_model, shape):
         pt = rng.uniform([0, 0], [w, h], size=(1, 2))
         for prompt in (Prompt(points=pt), Prompt(box=np.array([w * .2, h * .2, w * .7, h * .8]), points=pt)):
             a, b = fast.predict(emb, prompt), exact.predict(emb, prompt)
-            # the fast path also folds the HQ mask's last conv (engines/hq_fast.py): the
+            # the fast path also folds the HQ mask's last conv (engines/hq_sam/fast.py): the
             # low-res logits agree to float rounding, not bit for bit
             scale = float(np.abs(b.low_res_logits).max())
             np.testing.assert_allclose(a.low_res_logits, b.low_res_logits, rtol=0, atol=1e-5 * scale)
@@ -256,8 +256,8 @@ def test_truncated_and_foreign_checkpoints(tmp_path, hq_model):
 
 
 def test_registered_under_hq_sam():
-    from engines.registry import _REGISTRY
-    spec = _REGISTRY["hq-sam"]
+    from engines.registry import get_spec
+    spec = get_spec("hq-sam")
     assert spec.factory is HqSamEngine and spec.tasks == frozenset({"points", "box"})
     assert spec.plugin_hosts == ("sam", "sam2") and not spec.plugin_required
 
@@ -266,7 +266,7 @@ def test_registered_under_hq_sam():
 
 @pytest.fixture(scope="module")
 def hq2(tiny_sam2_model):
-    from engines.hq_sam2 import HqSam2Decoder, HqSam2Engine
+    from engines.hq_sam.sam2 import HqSam2Decoder, HqSam2Engine
     model = copy.deepcopy(tiny_sam2_model)
     torch.manual_seed(4)
     engine = HqSam2Engine(model, HqSam2Decoder(model.sam_mask_decoder), backbone_key="t2",
@@ -350,10 +350,10 @@ def test_hq_sam2_gradients_reach_only_hq_parameters(hq2):
 
 
 def test_hq_sam2_from_checkpoint_with_plugin_or_merged(tmp_path, monkeypatch, tiny_sam2_model, hq2):
-    from engines.hq_sam2 import HqSam2Engine
-    from engines.tiny import tiny_sam2
+    from engines.hq_sam.sam2 import HqSam2Engine
+    from engines.hosts.tiny import tiny_sam2
     engine, emb = hq2
-    monkeypatch.setattr("engines.sam2_engine.build_sam2_architecture", lambda arch: tiny_sam2(seed=1))
+    monkeypatch.setattr("engines.hosts.sam2.build_sam2_architecture", lambda arch: tiny_sam2(seed=1))
     path = tmp_path / "tiny_sam2.pt"
     torch.save({"model": tiny_sam2_model.state_dict()}, path)
     with pytest.raises(CheckpointError, match="no HQ-SAM weights"):

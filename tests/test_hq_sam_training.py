@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.checkpoints import checkpoint_identity
-from engines.hq_checkpoint import HQ2_PARTS, HQ_PARTS
-from engines.hq_sam_engine import HqSamEngine
-from engines.tiny import tiny_sam
+from engines.files.checkpoints import checkpoint_identity
+from engines.hq_sam.weights import HQ2_PARTS, HQ_PARTS
+from engines.hq_sam.engine import HqSamEngine
+from engines.hosts.tiny import tiny_sam
 from engines.types import Prompt, PromptError
 from training.api import TrainPrompt, build_adapter
 
@@ -69,7 +69,7 @@ def test_identity_recipe_and_trainable_parts(adapter, sam_path):
 
 
 def test_official_hq_file_as_backbone_starts_from_its_hq_weights(tmp_path):
-    from engines.hq_sam_engine import tiny_hq_sam
+    from engines.hq_sam.engine import tiny_hq_sam
     model = tiny_hq_sam(seed=7)
     path = tmp_path / "sam_hq_tiny.pth"
     torch.save(model.state_dict(), path)
@@ -165,7 +165,7 @@ def adapter2(tiny_sam2_model):
 
 
 def test_hq_sam2_adapter_trains_only_hq_parts_and_matches_engine(adapter2):
-    from engines.hq_sam2 import HqSam2Engine
+    from engines.hq_sam.sam2 import HqSam2Engine
     assert adapter2.backbone_identity() == "sam2:tiny:abc"
     assert {k.split(".")[0] for k in adapter2.trainable.state_dict()} == set(HQ2_PARTS)
     img, gt = scene(150, 210)

@@ -54,7 +54,7 @@ def test_wheel_contains_our_packages_and_resources(tmp_path):
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     wheel = next(tmp_path.glob("*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for must in ("training/__init__.py", "engines/sam_engine.py", "annotator/cli.py",
+    for must in ("training/__init__.py", "engines/hosts/sam.py", "annotator/cli.py",
                  "resources/models.json", "resources/samples/coffee.png"):
         assert must in names, must
     # the wheel installed into a bare target is importable with our training package

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.checkpoints import checkpoint_identity
-from engines.plugin_index import find_plugins, plugins_dir
-from engines.plugins import save_plugin
+from engines.files.checkpoints import checkpoint_identity
+from engines.files.plugin_index import find_plugins, plugins_dir
+from engines.files.plugins import save_plugin
 from engines.router import Router
-from engines.tiny import tiny_sam
+from engines.hosts.tiny import tiny_sam
 
 
 def _backbone(tmp_path, seed: int):
@@ -19,8 +19,8 @@ def _backbone(tmp_path, seed: int):
 
 
 def _hq_plugin(models, backbone, name="hq.safetensors"):
-    from engines.hq_checkpoint import split_hq_checkpoint
-    from engines.hq_sam_engine import tiny_hq_sam
+    from engines.hq_sam.weights import split_hq_checkpoint
+    from engines.hq_sam.engine import tiny_hq_sam
     _, plugin_state = split_hq_checkpoint(tiny_hq_sam(seed=0).state_dict())
     return save_plugin(plugins_dir(models) / "hq-sam" / name, plugin_state, engine="hq-sam",
                        backbone_arch="sam:tiny", backbone_checkpoint=checkpoint_identity(backbone),

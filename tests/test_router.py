@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines import catalogue
+from engines.files import catalogue
 from engines.registry import all_specs, get_spec
 from engines.router import POINT_CHAIN, Router
-from engines.tiny import tiny_sam
+from engines.hosts.tiny import tiny_sam
 from engines.types import EngineError, Prompt
 
 
@@ -35,7 +35,7 @@ def test_installed_sam_checkpoint_is_used(tmp_path, monkeypatch):
     torch.save(tiny_sam().state_dict(), path)
     # the file stands in for the official one: same name, size as catalogued
     monkeypatch.setattr(catalogue, "is_installed", lambda e, d=None: catalogue.model_path(e, d).exists())
-    monkeypatch.setattr("engines.sam_engine.build_sam_architecture", lambda arch: tiny_sam(seed=3))
+    monkeypatch.setattr("engines.hosts.sam.build_sam_architecture", lambda arch: tiny_sam(seed=3))
     routed = Router(models_dir=tmp_path, device="cpu").route("box")
     assert routed.name == "sam" and routed.checkpoint == path
     assert any(s.startswith("sam2:") for s in routed.skipped)

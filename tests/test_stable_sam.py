@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.stable_sam import StableSAMPlugin, attach, attached, detach, output_token_index
+from engines.stable_sam.plugin import StableSAMPlugin, attach, attached, detach, output_token_index
 from engines.types import EngineError
 
 C = 32   # the tiny models' decoder width
@@ -342,7 +342,7 @@ def test_host_stays_frozen_and_only_the_plugin_trains(tiny_ckpt):
 
 def test_overfit_a_noisy_box_on_a_host_that_drifts(tiny_sam_model, tmp_path):
     """A tiny SAM decoder is first taught SAM's failure: tight box -> the object, noisy box
-    -> a background band. Frozen, 40 Adam steps on the plugin alone fix the noisy box."""
+    -> a background band. Frozen, 80 Adam steps on the plugin alone fix the noisy box."""
     from training.adapters.sam_host import SamHost
     from training.api import TrainPrompt, build_adapter
     sam = copy.deepcopy(tiny_sam_model)
@@ -371,7 +371,7 @@ def test_overfit_a_noisy_box_on_a_host_that_drifts(tiny_sam_model, tmp_path):
     opt = torch.optim.Adam(adapter.trainable.parameters(), lr=3e-2)
     adapter.train()
     losses = []
-    for _ in range(40):
+    for _ in range(80):     # some CPUs sit on a plateau near 0.7 for ~30 steps first
         loss = bce_dice(adapter({"image_embed": emb}, [noisy]).logits, target)
         opt.zero_grad()
         loss.backward()

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoints import checkpoint_identity
-from engines.plugins import save_plugin
-from engines.sam2_engine import Sam2Engine
-from engines.sam_engine import SamEngine
-from engines.stable_sam import StableSAMPlugin
-from engines.stable_sam_engine import StableSamEngine, find_plugin
+from engines.files.checkpoints import checkpoint_identity
+from engines.files.plugins import save_plugin
+from engines.hosts.sam2 import Sam2Engine
+from engines.hosts.sam import SamEngine
+from engines.stable_sam.plugin import StableSAMPlugin
+from engines.stable_sam.engine import StableSamEngine, find_plugin
 from engines.types import CheckpointError, Prompt
 
 C = 32

@@ -20,7 +20,7 @@ from annotator.core.formats import coco
 from annotator.core.formats._split import Split, split_image_ids
 from annotator.core.store import Project
 from annotator.ui.tools import PromptState
-from engines.cache import image_digest
+from engines.files.cache import image_digest
 from training.data import (CocoInstances, ImageEntry, load_image, split_by_group,
                            stored_prompt)
 from training.occlusion import occlusion_samples, occlusion_variant

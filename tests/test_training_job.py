@@ -258,9 +258,9 @@ def test_the_real_trainer_runs_under_a_job(tmp_path):
     real trainer writes drive the job to its plugin, which the plugin index then lists."""
     import torch
 
-    from engines.checkpoints import checkpoint_identity
-    from engines.plugin_index import find_plugins
-    from engines.tiny import tiny_sam
+    from engines.files.checkpoints import checkpoint_identity
+    from engines.files.plugin_index import find_plugins
+    from engines.hosts.tiny import tiny_sam
     project = _project_with_one_mask(tmp_path)
     cat = project.add_category("obj")
     for i in range(3):

@@ -136,7 +136,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 
 def test_whole_sam_from_scratch_exports_a_checkpoint_the_sam_engine_loads(tmp_path):
-    from engines.sam_engine import SamEngine
+    from engines.hosts.sam import SamEngine
     from engines.types import Prompt
     items = disc_items(n_images=2, size=64)
     cfg = TrainConfig(engine="sam", backbone="scratch:micro", out=str(tmp_path), batch_size=2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engines.tiny import tiny_sam
+from engines.hosts.tiny import tiny_sam
 from training.adapters.sam_host import HostGeometry, SamHost
 from training.api import AdapterOutput, PluginAdapter
 from training.items import items_from_arrays

@@ -132,8 +132,8 @@ class PluginAdapter(nn.Module, metaclass=ABCMeta):
 
     def export(self, path, **meta: Any):
         """Write the trained result where the engine loads it from (default: a plugin
-        file, engines/plugins.py); returns the path written."""
-        from engines.plugins import save_plugin
+        file, engines/files/plugins.py); returns the path written."""
+        from engines.files import save_plugin
         arch, _, checkpoint = self.backbone_identity().rpartition(":")
         return save_plugin(path, self.plugin_state(), engine=self.engine, backbone_arch=arch,
                            backbone_checkpoint=checkpoint, **meta)
@@ -146,7 +146,6 @@ class PluginAdapter(nn.Module, metaclass=ABCMeta):
 
 AdapterFactory = Callable[..., PluginAdapter]
 _ADAPTERS: dict[str, AdapterFactory] = {}
-_BUILTIN = ("training.adapters.sam_full", "training.adapters.hq_sam", "training.adapters.stable_sam")
 
 
 def register_adapter(engine: str):
@@ -174,7 +173,9 @@ def build_adapter(engine: str, backbone: str, **options) -> PluginAdapter:
 
 def _load_builtin() -> None:
     import importlib
-    for module in _BUILTIN:
+
+    from engines import manifest
+    for module in (info.adapter for info in manifest.ENGINES if info.adapter):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -26,7 +26,7 @@ from annotator.core import geometry
 from annotator.core.errors import FormatError
 from annotator.core.formats import coco
 from annotator.core.images import load_image as _core_load_image
-from engines.cache import image_digest
+from engines.files import image_digest
 from training.api import TrainPrompt
 
 
@@ -72,7 +72,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 def image_key(image: np.ndarray) -> str:
     """Content hash of the pixels (shape, dtype and bytes): the feature-cache key, the
-    same digest the engines' embedding cache uses (engines.cache.image_digest)."""
+    same digest the engines' embedding cache uses (engines.files.cache.image_digest)."""
     return image_digest(image)
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engines.cache import CacheKey, EmbeddingCache
+from engines.files import CacheKey, EmbeddingCache
 from engines.types import Embedding
 
 from .api import PluginAdapter

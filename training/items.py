@@ -47,7 +47,7 @@ class TrainItem:
 def items_from_arrays(image: np.ndarray, masks: list[np.ndarray], key: str | None = None,
                       prompts: list[TrainPrompt | None] | None = None) -> list[TrainItem]:
     """Items for in-memory data (tests, occlusion variants, benchmarks)."""
-    from engines.cache import image_digest
+    from engines.files import image_digest
     key = key or image_digest(image)
     prompts = prompts or [None] * len(masks)
     return [TrainItem(tuple(image.shape[:2]), lambda image=image: image, lambda m=m: m, p,

@@ -91,7 +91,7 @@ class Trainer:
             raise
 
     def _setup(self, adapter, items, val_items) -> None:
-        from engines.device import choose_device
+        from engines.runtime import choose_device
         config = self.cfg
         self.device = choose_device(config.device)
         torch.manual_seed(config.seed)   # plugin initialisation is part of the run's identity
@@ -279,7 +279,7 @@ class Trainer:
 # -------------------------------------------------------------------- helpers
 def default_feature_dir() -> Path:
     """Beside the embedding cache (never inside the models folder, where plugins live)."""
-    from engines.cache import default_cache_dir
+    from engines.files import default_cache_dir
     return default_cache_dir().parent / "train-features"
 
 

@@ -36,7 +36,7 @@ class SessionFactory:
 
     def __init__(self, models_dir: str | None = None, device: str | None = None,
                  cache_mb: float = 1024):
-        from engines.device import choose_device
+        from engines.runtime import choose_device
         choose_device(device)       # EngineError for a bad device, before the window opens
         self.models_dir, self.device, self.cache_mb = models_dir, device, cache_mb
 
@@ -51,7 +51,7 @@ class SessionFactory:
         """(InstalledPlugin, backbone file or None) for every plugin in the models folder
         `directory`: the backbone is the file the router pairs it with (one of its host
         engines' installed or pinned checkpoints, matched by identity)."""
-        from engines.plugin_index import find_plugins
+        from engines.files import find_plugins
         from engines.router import Router
         router = Router(models_dir=directory, checkpoints=checkpoints)
         return [(plugin, router.plugin_backbone(plugin)) for plugin in find_plugins(router.models_dir)]

@@ -1,7 +1,7 @@
 """`annotator models list | download NAME | verify [NAME ...] | path NAME`.
 
 The models folder is --models-dir, else $ANNOTATOR_MODELS_DIR, else the per-user data
-folder (engines.catalogue.models_dir). Downloads happen only here, when asked.
+folder (engines.files.catalogue.models_dir). Downloads happen only here, when asked.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engines import catalogue
+from engines.files import catalogue
 from engines.types import CheckpointError
 
 ACTIONS_HELP = "list | download NAME | verify [NAME ...] | path NAME"
@@ -102,7 +102,7 @@ class _Bar:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from engines.download import download
+    from engines.files import download
     entry = catalogue.get_entry(args.name)
     directory = catalogue.models_dir(args.models_dir)
     dest = catalogue.model_path(entry, directory)

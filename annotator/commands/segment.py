@@ -83,7 +83,7 @@ def _embed(engine, image, use_cache: bool):
     """Embed through the on-disk cache for model engines; the classic engine is cheap."""
     if not use_cache or not getattr(engine, "input_side", None):
         return engine.embed(image), "computed"
-    from engines.cache import CacheKey, EmbeddingCache, default_cache_dir, image_digest
+    from engines.files import CacheKey, EmbeddingCache, default_cache_dir, image_digest
     cache = EmbeddingCache(memory_mb=0, disk_dir=default_cache_dir())
     key = CacheKey(image_digest(image), engine.backbone_key, engine.input_side)
     return cache.get_or_compute(key, lambda: engine.embed(image))

@@ -169,6 +169,6 @@ def _build_engines(args, options: dict) -> dict:
 
 
 def _plugins_dir(models_dir: str | None) -> Path:
-    from engines import catalogue
-    from engines.plugin_index import plugins_dir
+    from engines.files import catalogue
+    from engines.files import plugins_dir
     return plugins_dir(catalogue.models_dir(models_dir))

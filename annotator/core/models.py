@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from engines.catalogue import (CatalogueError, ModelEntry, Progress, is_installed,
-                               load_catalogue, model_path, models_dir)
-from engines.download import DownloadError, download
+from engines.files import (CatalogueError, ModelEntry, Progress, is_installed,
+                                     load_catalogue, model_path, models_dir)
+from engines.files import DownloadError, download
 
 __all__ = ["CatalogueError", "DownloadError", "ModelEntry", "ModelStatus", "download_model",
            "load_catalogue", "model_statuses", "models_dir", "partial_path"]
@@ -29,7 +29,7 @@ class ModelStatus:
 
 
 def partial_path(path: Path) -> Path:
-    """The file a download writes before verifying (engines.download's naming)."""
+    """The file a download writes before verifying (engines.files.download's naming)."""
     return path.with_name(path.name + ".part")
 
 
@@ -64,6 +64,6 @@ def download_model(entry: ModelEntry, directory: str | Path | None = None, *,
     """Download `entry` into the models folder (resuming a `.part`), verify it and return
     its path. DownloadError names the file and the problem; exceptions raised by
     `progress` propagate and leave the `.part` for a later resume (that is how a caller
-    cancels). `options` go to engines.download.download (timeout, chunk_size ...)."""
+    cancels). `options` go to engines.files.download.download (timeout, chunk_size ...)."""
     return download(entry, model_path(entry, models_dir(directory)), progress=progress,
                     **options)

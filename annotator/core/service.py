@@ -27,7 +27,7 @@ events to its own thread must still compare `image_id` / `request_id` on arrival
 `on_event` is called on the worker threads; it must return quickly and must not wait for
 another thread that is calling the service. It may call the service itself.
 
-The UI layer must not import this module: `engines.cache` pulls in torch. Build the
+The UI layer must not import this module: `engines.files.cache` pulls in torch. Build the
 service outside `annotator.ui` and dispatch events on their `kind` attribute.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ import numpy as np
 from annotator.core.errors import CoreError
 from annotator.core.service_prefetch import (Embedder, Gate, ImageOpener, Job, JobAbandoned,
                                              OpenedImage, Prefetcher, error_message)
-from engines.cache import EmbeddingCache
+from engines.files import EmbeddingCache
 from engines.types import Prediction, Prompt, PromptError
 
 log = logging.getLogger(__name__)

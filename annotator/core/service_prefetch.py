@@ -42,7 +42,7 @@ import numpy as np
 
 from annotator.core.errors import CoreError, ImageLoadError
 from annotator.core.images import load_image
-from engines.cache import CacheKey, EmbeddingCache, image_digest
+from engines.files import CacheKey, EmbeddingCache, image_digest
 from engines.prompts import check_image
 from engines.types import Embedding, EngineError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from annotator.core.service import EngineService
-from engines.cache import EmbeddingCache
+from engines.files import EmbeddingCache
 from engines.types import EngineError
 
 Resolver = Callable[[str, bool], Any]
@@ -54,7 +54,7 @@ def build_session(on_event: Callable[[Any], None], *, models_dir: str | None = N
     """The real thing: a Router over the installed engines, a memory + disk cache.
     `checkpoints` / `plugins` pin engines to files (the model picker's choice).
     EngineError for an unknown or unavailable device."""
-    from engines.device import choose_device
+    from engines.runtime import choose_device
     from engines.router import Router
     chosen = choose_device(device)   # fails here, before any thread starts
     router = Router(models_dir=models_dir, device=str(chosen), checkpoints=checkpoints,

@@ -6,7 +6,7 @@ poll (a line the trainer is still writing waits for the next poll) and updates `
 and `progress`, `stop` asks the trainer to stop and a later `poll` kills it if it is
 still there `stop_timeout` seconds on. SIGINT makes the trainer write an `error:
 interrupted` event and exit; its plugin is only ever written by an atomic rename at the
-very end (engines/plugins.py), so a stopped run leaves no half-written plugin behind.
+very end (engines/files/plugins.py), so a stopped run leaves no half-written plugin behind.
 
 The event format is training/events.py's (start / encode / step / checkpoint / eval /
 done / error, one JSON object a line). The child's stdout and stderr go to a log file
@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from annotator.core.errors import CoreError
+from engines import manifest
 
 RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
 EVENTS_FILE, LOG_FILE = "events.jsonl", "train.log"
-TRAINABLE_ENGINES = ("stable-sam", "hq-sam")     # engines whose plugin `annotator train` makes
-ENV_CACHE_DIR = "ANNOTATOR_CACHE_DIR"            # as engines/cache.py (which imports torch)
+# engines whose plugin `annotator train` makes (the Train dialog lists them)
+TRAINABLE_ENGINES = tuple(info.name for info in manifest.list_engines(trainable=True))
+ENV_CACHE_DIR = "ANNOTATOR_CACHE_DIR"            # as engines/files/cache.py (which imports torch)
 
 
 class TrainingDataError(CoreError):

@@ -21,12 +21,16 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormL
                                QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
+from engines import manifest
+
 log = logging.getLogger(__name__)
 
 PLUGIN_COLUMNS = ("Plugin", "Engine", "Backbone", "Trained", "Held-out metrics",
                   "Backbone installed", "Used")
-CHOOSABLE = ("sam", "sam2", "hq-sam", "stable-sam")   # engines that load files one can pick
-CHECKPOINT_ENGINES = ("sam", "sam2", "hq-sam")         # those that take a checkpoint file
+# engines that load files one can pick, and those of them that take a checkpoint file
+CHOOSABLE = tuple(info.name for info in manifest.list_engines(choosable=True))
+CHECKPOINT_ENGINES = tuple(info.name for info in manifest.list_engines(choosable=True)
+                           if not info.plugin_required)
 BROWSE = ("browse", "")                                # the "Other checkpoint file…" item
 Choice = dict[str, dict[str, str]]   # {"checkpoints": {engine: path}, "plugins": {...}}
 PluginLister = Callable[[Path, dict], list]   # (folder, pinned checkpoints) -> [(plugin, backbone)]

@@ -25,9 +25,10 @@ from annotator.core.models import CatalogueError, model_statuses, models_dir
 from annotator.core.training_job import (DONE, STOPPED, TRAINABLE_ENGINES, TrainingJob, clock,
                                          default_run_dir, describe_event,
                                          export_project_for_training, feature_cache_dir)
+from engines import manifest
 
 POLL_MS = 200
-BACKBONE_ENGINES = ("sam", "sam2")      # what a plugin sits on
+BACKBONE_ENGINES = manifest.plugin_host_engines()      # what a plugin sits on
 SHORTCUT = "Ctrl+Shift+T"
 
 

@@ -41,7 +41,7 @@ def one_torch_thread():
 @pytest.fixture
 def classic_factory(tmp_path, one_torch_thread):
     from annotator.core.session import EngineSession
-    from engines.cache import EmbeddingCache
+    from engines.files.cache import EmbeddingCache
     from engines.router import Router
 
     models = tmp_path / "models"
@@ -55,6 +55,6 @@ def classic_factory(tmp_path, one_torch_thread):
 
 @pytest.fixture
 def tiny_sam_factory(tiny_sam_model, one_torch_thread):
-    from engines.sam_engine import SamEngine
+    from engines.hosts.sam import SamEngine
     from gui_helpers import single_engine_factory
     return single_engine_factory(SamEngine(tiny_sam_model, backbone_key="tiny", device="cpu"), "sam")

@@ -54,7 +54,7 @@ def single_engine_factory(engine, name: str, cache_mb: float = 64):
     """A session factory that answers every point/box prompt with `engine` (no router),
     and text/auto prompts with the router's "not installed" message."""
     from annotator.core.session import EngineSession
-    from engines.cache import EmbeddingCache
+    from engines.files.cache import EmbeddingCache
     from engines.router import NOT_INSTALLED_HINT, Routed
     from engines.types import EngineError
 

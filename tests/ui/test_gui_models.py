@@ -303,14 +303,14 @@ def test_picker_pins_engines_to_the_chosen_files_and_the_choice_persists(
         qtbot, tmp_path, monkeypatch, image_folder, settings_path, one_torch_thread):
     import torch
 
-    import engines.hq_sam_engine  # noqa: F401  (registers hq-sam with the router)
+    import engines.hq_sam.engine  # noqa: F401  (registers hq-sam with the router)
     from annotator.commands.gui import SessionFactory
     from annotator.ui.model_choice import PLUGIN_COLUMNS
     from annotator.ui.settings import open_settings, read_model_choice
-    from engines.checkpoints import checkpoint_identity
-    from engines.hq_checkpoint import split_hq_checkpoint
-    from engines.hq_sam_engine import tiny_hq_sam
-    from engines.plugins import save_plugin
+    from engines.files.checkpoints import checkpoint_identity
+    from engines.hq_sam.weights import split_hq_checkpoint
+    from engines.hq_sam.engine import tiny_hq_sam
+    from engines.files.plugins import save_plugin
     from PySide6.QtWidgets import QFileDialog
 
     models = tmp_path / "models"

@@ -26,7 +26,7 @@ EMBED_TIMEOUT_S = 120.0      # a hang still fails; a loaded 2-core box takes ~2-
 def hiera_t_engine():
     import torch
 
-    from engines.sam2_engine import Sam2Engine, build_sam2_architecture
+    from engines.hosts.sam2 import Sam2Engine, build_sam2_architecture
     torch.manual_seed(0)
     return Sam2Engine(build_sam2_architecture("hiera_t"), backbone_key="responsive-test",
                       device="cpu")

@@ -37,8 +37,8 @@ def hq_files(tmp_path_factory):
     into the engine is test_gui_models' business; here only its metadata is read.)"""
     import torch
 
-    from engines.checkpoints import checkpoint_identity
-    from engines.plugins import save_plugin
+    from engines.files.checkpoints import checkpoint_identity
+    from engines.files.plugins import save_plugin
     staged = tmp_path_factory.mktemp("staged")
     backbone = staged / "tiny_sam.pth"
     torch.save({"image_encoder.pos_embed": torch.zeros(1, 4, 4, 16)}, backbone)

@@ -9,7 +9,7 @@ logits, as the official code feeds it.
 
 The trained parts are saved as a plugin in the decoder-relative layout
 (`hf_token.weight`, ...) that `HqSamEngine.from_checkpoint(sam, plugin=...)` loads, or
-`engines.hq_checkpoint.merge_hq_plugin` turns into an official `sam_hq_vit_*.pth`.
+`engines.hq_sam.weights.merge_hq_plugin` turns into an official `sam_hq_vit_*.pth`.
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from engines.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
-from engines.decoder_fast import enable_fast_decoder, enable_fast_upscaling
-from engines.hq_fast import predict_masks_folded
-from engines.hq_checkpoint import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
-from engines.hq_sam_engine import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
+from engines.files import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from engines.hosts import enable_fast_decoder, enable_fast_upscaling
+from engines.hq_sam import predict_masks_folded
+from engines.hq_sam import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
+from engines.hq_sam import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
-from engines.vit_fast import enable_fast_attention
+from engines.hosts import enable_fast_attention
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, Sam2Host, SamHost
@@ -99,7 +99,7 @@ class HqSamAdapter(_HqAdapter):
             _check(prompt)
             with torch.no_grad():   # the prompt encoder is frozen
                 sparse, dense = self.host.encode_prompt(prompt, mask_scale=MASK_PROMPT_SCALE)
-            # the HQ mask's last conv folded into its kernel (engines/hq_fast.py; same value)
+            # the HQ mask's last conv folded into its kernel (engines/hq_sam/fast.py; same value)
             masks, iou = predict_masks_folded(decoder, embed[i:i + 1], pe, sparse, dense, hq[i:i + 1])
             logits.append(select_hq_output(masks, iou, multimask=False, hq_token_only=True)[0])
         # the HQ mask has no IoU prediction of its own (SAM's IoU head is frozen)
@@ -111,7 +111,7 @@ class HqSam2Adapter(_HqAdapter):
     host_kind = "sam2"
 
     def __init__(self, model, *, arch: str, identity: str):
-        from engines.hq_sam2 import HqSam2Decoder
+        from engines.hq_sam import HqSam2Decoder
         for p in model.parameters():
             p.requires_grad_(False)
         hq = HqSam2Decoder(model.sam_mask_decoder)
@@ -158,7 +158,7 @@ class HqSam2Adapter(_HqAdapter):
 @register_adapter("hq-sam")
 def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
     """`backbone`: a SAM checkpoint (official ViT-B/L/H, MobileSAM's TinyViT, or a tiny SAM
-    state dict saved from engines.tiny.tiny_sam / `annotator train sam`), an official
+    state dict saved from engines.hosts.tiny.tiny_sam / `annotator train sam`), an official
     HQ-SAM file (training then starts from its HQ weights), or a SAM 2.1 checkpoint.
     Options: `arch` (else read from the file), `num_heads` / `decoder_heads` for SAMs
     whose head counts are not the defaults (see sam_config_from_state)."""
@@ -176,7 +176,7 @@ def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
 
 
 def _sam2_adapter(state, backbone: str, identity: str, arch: str | None) -> HqSam2Adapter:
-    from engines import sam2_engine
+    from engines.hosts import sam2 as sam2_engine
     arch = arch or sam2_engine.guess_sam2_arch(state)
     if arch is None:
         raise CheckpointError(f"checkpoint {backbone} is a SAM 2 checkpoint of unknown size")

@@ -4,7 +4,7 @@ checkpoint.
 This is not a plugin: it exists so the experiments can train a small SAM on generated
 data on a CPU, freeze it, and train the real plugins on top (no weights can be
 downloaded here). The backbone is a SAM checkpoint path (fine-tune) or
-`scratch:<preset>` (random init, engines/tiny.py presets). The result is saved as a plain
+`scratch:<preset>` (random init, engines/hosts/tiny.py presets). The result is saved as a plain
 state dict in the official key layout, so every engine loads it like an official file.
 
 Loss as in SAM's paper: a single-click prompt is ambiguous, so its three multimask
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from engines.checkpoints import checkpoint_identity, load_into, load_state_dict
-from engines.tiny import tiny_sam
+from engines.files import checkpoint_identity, load_into, load_state_dict
+from engines.hosts import tiny_sam
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, SamHost
@@ -123,7 +123,7 @@ def build(backbone: str, **options) -> SamFullAdapter:
         config = {**PRESETS[preset], **{k: int(v) for k, v in options.items() if k in PRESETS["tiny"]}}
         return SamFullAdapter(tiny_sam(seed=int(options.get("init_seed", 0)), **config).train(),
                               f"sam:scratch-{preset}:none")
-    from engines.sam_engine import build_sam_for_state, guess_sam_arch
+    from engines.hosts import build_sam_for_state, guess_sam_arch
     state = load_state_dict(backbone, expected="SAM")
     arch = guess_sam_arch(state)
     if arch is None:

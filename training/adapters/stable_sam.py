@@ -1,7 +1,7 @@
 """`stable-sam`: train the Stable-SAM plugin (DSP + DRP, ~0.08 M parameters) on a frozen
 SAM or SAM 2 (specs/stable_sam.md §3).
 
-The backbone is a SAM (ViT-B/L/H, or a tiny SAM from engines/tiny.py) or SAM 2.1
+The backbone is a SAM (ViT-B/L/H, or a tiny SAM from engines/hosts/tiny.py) or SAM 2.1
 checkpoint. Geometry is the host engine's: SAM resizes the longest side and pads (as
 SamPredictor), SAM 2 stretches to S x S (as SAM2ImagePredictor); features are what the
 engines' `embed` caches. The plugin is attached to decoder layer 2 exactly as the
@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from engines.checkpoints import checkpoint_identity
-from engines.sam2_engine import Sam2Engine
+from engines.files import checkpoint_identity
+from engines.hosts import Sam2Engine
 from engines.stable_sam import StableSAMPlugin, attach
-from engines.stable_sam_engine import ENGINE, build_host
+from engines.stable_sam import ENGINE, build_host
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, Sam2Host, SamHost

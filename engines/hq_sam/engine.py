@@ -7,8 +7,8 @@ early ViT feature and the final embedding) does not depend on the prompt, so `em
 computes it once per image instead of once per click.
 
 Weights come from an official merged `sam_hq_vit_*.pth`, or from a plain SAM checkpoint
-plus an HQ plugin trained by `training/` (engines/hq_checkpoint.py has the layouts). A
-SAM 2 checkpoint plus plugin builds HQ-SAM 2 instead (engines/hq_sam2.py).
+plus an HQ plugin trained by `training/` (engines/hq_sam/weights.py has the layouts). A
+SAM 2 checkpoint plus plugin builds HQ-SAM 2 instead (engines/hq_sam/sam2.py).
 """
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from .checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
-from .hq_checkpoint import (freeze_all_but_hq, has_hq_weights, hq_part_of, merge_hq_plugin,
-                            split_hq_checkpoint)
-from .hq_fast import predict_masks_folded
-from .registry import register_engine
-from .sam_engine import SamEngine
-from .types import CheckpointError, Embedding, EngineError
+from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from engines.hq_sam.weights import (freeze_all_but_hq, has_hq_weights, hq_part_of, merge_hq_plugin,
+                                    split_hq_checkpoint)
+from engines.hq_sam.fast import predict_masks_folded
+from engines.hosts.sam import SamEngine
+from engines.types import CheckpointError, Embedding, EngineError
 
 HQ_ARCHS = ("vit_b", "vit_l", "vit_h", "vit_tiny")
 OFFICIAL_VITS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}   # (width, depth)
@@ -66,7 +65,7 @@ class SamConfig:
 
     @property
     def arch(self) -> str:
-        """Official name (vit_b/l/h), else "tiny", as engines.sam_engine.guess_sam_arch
+        """Official name (vit_b/l/h), else "tiny", as engines.hosts.sam.guess_sam_arch
         names them (plugin metadata must agree across engines)."""
         official = OFFICIAL_VITS.get((self.embed_dim, self.depth))
         return official if official and (self.img_size, self.prompt_dim) == (1024, 256) else "tiny"
@@ -88,7 +87,7 @@ def sam_config_from_state(state: Mapping[str, torch.Tensor], *, num_heads: int |
     """Infer a ViT SAM's configuration from its state dict's shapes.
 
     Encoder heads follow from the relative-position tables (head_dim); the decoder's head
-    count leaves no trace in shapes: 8 for official-size decoders, else 2 (engines.tiny's),
+    count leaves no trace in shapes: 8 for official-size decoders, else 2 (engines.hosts.tiny's),
     unless `decoder_heads` says otherwise."""
     lacking = [k for k in CONFIG_KEYS if k not in state]
     if lacking:
@@ -158,7 +157,7 @@ def build_hq_architecture(arch: str):
 
 def tiny_hq_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads: int = 2,
                 prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64, window_size: int = 4):
-    """engines.tiny.tiny_sam's shape with the HQ decoder. Modules are created in the same
+    """engines.hosts.tiny.tiny_sam's shape with the HQ decoder. Modules are created in the same
     order, so its SAM weights equal `tiny_sam(same arguments)`'s; the HQ parts are extra."""
     torch.manual_seed(seed)
     return build_hq_sam(SamConfig(
@@ -237,10 +236,6 @@ def select_hq_output(masks: torch.Tensor, iou_pred: torch.Tensor, multimask: boo
     return (masks_hq if hq_token_only else masks_sam + masks_hq), iou_pred
 
 
-@register_engine("hq-sam", tasks=("points", "box"),
-                 description="HQ-SAM: SAM plus the HQ output token for fine boundaries and thin "
-                             "structures (official sam_hq_vit_* files, or SAM / SAM 2 + an HQ plugin)",
-                 plugin_hosts=("sam", "sam2"))
 class HqSamEngine(SamEngine):
     """SamEngine's prompt encoding and upsampling; HQ-SAM's encoder outputs and decoder.
     Always one mask out (the official multimask behaviour: SAM's best of 3 + M_hq)."""
@@ -257,7 +252,7 @@ class HqSamEngine(SamEngine):
         heads = {k: v for k, v in heads.items() if k in ("num_heads", "decoder_heads")}
         state = load_state_dict(path, expected=f"HQ-SAM {arch or '(or SAM + plugin)'}")
         if any(k.startswith("image_encoder.trunk.") for k in state):
-            from .hq_sam2 import HqSam2Engine
+            from engines.hq_sam.sam2 import HqSam2Engine
             return HqSam2Engine.from_state(state, path, arch=arch, device=device, exact=exact,
                                            plugin=plugin, hq_token_only=hq_token_only)
         arch = arch or guess_hq_arch(state)
@@ -272,7 +267,7 @@ class HqSamEngine(SamEngine):
                 "sam_hq_vit_*.pth (`annotator models download hq-sam-vit-b`), or pass plugin= an HQ "
                 f"plugin trained on this checkpoint (`annotator train hq-sam --backbone {path}`)")
         elif plugin is not None:   # a plugin replaces any HQ weights the file has (fine-tuned from them)
-            from .plugins import load_plugin
+            from engines.files.plugins import load_plugin
             if has_hq_weights(state):
                 state = split_hq_checkpoint(state)[0]
             plugin_state, _ = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
@@ -304,7 +299,7 @@ class HqSamEngine(SamEngine):
             hq_features(decoder, image_embed, f["interm_0"].to(self.device))
         sparse, dense = self.encode_prompt(emb, prompt)
         # exact: the reference's ops; otherwise the HQ mask's last conv is folded into
-        # the prompt's kernel (engines/hq_fast.py: same value, ~2.4 GFLOP less per click)
+        # the prompt's kernel (engines/hq_sam/fast.py: same value, ~2.4 GFLOP less per click)
         predict = decoder.predict_masks if self.exact else partial(predict_masks_folded, decoder)
         masks, iou_pred = predict(
             image_embeddings=image_embed, image_pe=self.model.prompt_encoder.get_dense_pe(),

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engines.catalogue import ModelEntry, Progress, check_digests
+from engines.files.catalogue import ModelEntry, Progress, check_digests
 from engines.types import EngineError
 
 USER_AGENT = "sam-annotator/0.1 (+urllib)"

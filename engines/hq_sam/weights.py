@@ -5,7 +5,7 @@ Two layouts exist for the same tensors:
   `mask_decoder.hf_token.weight`, `mask_decoder.hf_mlp.layers.{0,1,2}.*` and
   `mask_decoder.{compress_vit_feat,embedding_encoder,embedding_maskfeature}.*`
   (HQ-SAM 2: the same under `sam_mask_decoder.`, without the two fusion blocks);
-- our plugin file (engines/plugins.py): only the HQ tensors, named relative to the
+- our plugin file (engines/files/plugins.py): only the HQ tensors, named relative to the
   mask decoder (`hf_token.weight`, ...), plus metadata naming the frozen SAM weights.
 
 `merge_hq_plugin` and `split_hq_checkpoint` convert between them losslessly.
@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .types import CheckpointError
+from engines.types import CheckpointError
 
 # The trainable parts, in the order the official code lists them (spec §2.5).
 HQ_PARTS = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature")

@@ -1,5 +1,5 @@
 """Per-image reuse inside SAM's mask decoder, bit-exact with the uncached model
-(`exact=True` engines; the default engines use engines/decoder_fast.py).
+(`exact=True` engines; the default engines use engines/hosts/fast/decoder.py).
 
 Between two clicks on the same image some of the decoder's work does not change: the
 dense positional encoding (a constant) and, in the first two-way attention layer, the

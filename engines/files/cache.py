@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_bytes, save as save_bytes
 
-from .types import Embedding, EngineError, ImageError
+from engines.types import Embedding, EngineError, ImageError
 
 log = logging.getLogger(__name__)
 

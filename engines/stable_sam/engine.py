@@ -1,13 +1,13 @@
 """`stable-sam`: Stable-SAM (specs/stable_sam.md) on our SAM or SAM 2 engine.
 
 The engine hosts a plain `SamEngine` / `Sam2Engine` and runs the host's own predict with
-the trained plugin attached to layer 2 of its mask decoder (engines/stable_sam.py), so
+the trained plugin attached to layer 2 of its mask decoder (engines/stable_sam/plugin.py), so
 everything else (resize, prompt maths, multimask choice, upsampling, decoder reuse) is
 the host's, step for step. The plugin leaves the encoder alone, so the backbone key, and
 with it the embedding cache, is the host's. `Prediction.extras["alpha"]` holds the
 routing weights (deformed, regular).
 
-A plugin file (engines/plugins.py) is needed: Stable-SAM has no public weights, and an
+A plugin file (engines/files/plugins.py) is needed: Stable-SAM has no public weights, and an
 untrained plugin is plain SAM. `from_checkpoint` takes it as `plugin=` or finds one
 beside the backbone checkpoint (or in a `plugins/` folder there) whose metadata names
 this very checkpoint.
@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import checkpoint_identity, describe_checkpoint, load_state_dict
-from .plugin_index import scan_plugins, usable_plugin
-from .plugins import load_plugin, read_plugin_metadata
-from .registry import register_engine
-from .sam2_engine import SAM2_CONFIGS, Sam2Engine, guess_sam2_arch
-from .sam_engine import SAM_ARCHS, SamEngine, guess_sam_arch
-from .stable_sam import StableSAMPlugin, attached
-from .types import CheckpointError, EngineError, Embedding, Prediction, Prompt
+from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_state_dict
+from engines.files.plugin_index import scan_plugins, usable_plugin
+from engines.files.plugins import load_plugin, read_plugin_metadata
+from engines.hosts.sam2 import SAM2_CONFIGS, Sam2Engine, guess_sam2_arch
+from engines.hosts.sam import SAM_ARCHS, SamEngine, guess_sam_arch
+from engines.stable_sam.plugin import StableSAMPlugin, attached
+from engines.types import CheckpointError, EngineError, Embedding, Prediction, Prompt
 
 ENGINE = "stable-sam"
 
@@ -53,12 +52,12 @@ def _peek_state(path: Path) -> dict:
 def build_host(path: str | Path, arch: str | None = None, device=None,
                exact: bool = False) -> tuple[SamEngine | Sam2Engine, str]:
     """(host engine, backbone arch such as "sam:vit_b" / "sam2:hiera_t") for a SAM,
-    SAM 2.1 or tiny SAM (engines.tiny) checkpoint; the kind is read from the file unless
+    SAM 2.1 or tiny SAM (engines.hosts.tiny) checkpoint; the kind is read from the file unless
     `arch` names it."""
     path = Path(path)
     if arch is None:
         state = _peek_state(path)
-        arch = guess_sam2_arch(state) or guess_sam_arch(state)   # "tiny": engines.tiny
+        arch = guess_sam2_arch(state) or guess_sam_arch(state)   # "tiny": engines.hosts.tiny
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM or SAM 2.1 checkpoint, which "
                                   f"Stable-SAM needs: it looks like {describe_checkpoint(state)}")
@@ -85,9 +84,6 @@ def find_plugin(backbone: str | Path, directories: list[str | Path] | None = Non
 
 
 # --- the engine -----------------------------------------------------------------------
-@register_engine(ENGINE, tasks=("points", "box"), plugin_hosts=("sam", "sam2"), plugin_required=True,
-                 description="Stable-SAM: SAM / SAM 2 with a trained deformable-sampling "
-                             "plugin, robust to sloppy boxes and single clicks")
 class StableSamEngine:
     name = ENGINE
 

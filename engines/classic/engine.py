@@ -35,9 +35,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .prompts import check_image, validate_prompt
-from .registry import register_engine
-from .types import Embedding, EngineError, Prediction, Prompt, PromptError
+from engines.prompts import check_image, validate_prompt
+from engines.types import Embedding, EngineError, Prediction, Prompt, PromptError
 
 LOW_RES = 256            # side of the low-res logits frame (SAM's)
 _LOGIT = 10.0            # magnitude of the logits we emit for in / out
@@ -69,9 +68,6 @@ class _Crop:
         return ij
 
 
-@register_engine("classic", tasks=("points", "box"),
-                 description="OpenCV GrabCut / flood fill; no model needed",
-                 needs_checkpoint=False)
 class ClassicEngine:
     name = "classic"
     backbone_key = "classic:v1"

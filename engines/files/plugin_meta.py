@@ -1,12 +1,12 @@
 """A plugin file's metadata record, read without torch (the model picker in the UI,
-which never imports torch, lists plugins with it). Weights: engines/plugins.py."""
+which never imports torch, lists plugins with it). Weights: engines/files/plugins.py."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-from .types import CheckpointError
+from engines.types import CheckpointError
 
 FORMAT = 1
 HEADER_KEY = "annotator_plugin"

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .types import EngineError
+from engines.types import EngineError
 
 
 def choose_device(preferred: str | None = None) -> torch.device:

@@ -13,16 +13,15 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from .checkpoints import checkpoint_identity, load_into, load_state_dict
-from .device import choose_device, encoder_autocast
-from .prompts import check_image, validate_prompt
-from .registry import register_engine
-from .decoder_cache import enable_decoder_reuse, memo_dense_pe
-from .decoder_fast import disable_fast_decoder, enable_fast_decoder
-from .sam_common import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
-                         upsample_logits)
-from .types import CheckpointError, Embedding, Prediction, Prompt
-from .vit_fast import disable_fast_attention, enable_fast_attention
+from engines.files.checkpoints import checkpoint_identity, load_into, load_state_dict
+from engines.runtime.device import choose_device, encoder_autocast
+from engines.prompts import check_image, validate_prompt
+from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
+from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
+                                   upsample_logits)
+from engines.types import CheckpointError, Embedding, Prediction, Prompt
+from engines.hosts.fast.vit_attention import disable_fast_attention, enable_fast_attention
 
 SAM_ARCHS = ("vit_b", "vit_l", "vit_h")
 
@@ -37,18 +36,18 @@ def build_sam_architecture(arch: str) -> Sam:
 
 def guess_sam_arch(state: dict) -> str | None:
     """vit_b / vit_l / vit_h from the encoder width; "tiny" for a small SAM trained by
-    `annotator train sam` (its config is read from the shapes, engines/tiny.py)."""
+    `annotator train sam` (its config is read from the shapes, engines/hosts/tiny.py)."""
     pos = state.get("image_encoder.pos_embed")
     if pos is None:
         return None
-    from .tiny import tiny_sam_config
+    from engines.hosts.tiny import tiny_sam_config
     official = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
     return official or ("tiny" if tiny_sam_config(state) else None)
 
 
 def build_sam_for_state(arch: str, state: dict) -> Sam:
     if arch == "tiny":
-        from .tiny import tiny_sam, tiny_sam_config
+        from engines.hosts.tiny import tiny_sam, tiny_sam_config
         config = tiny_sam_config(state)
         if config is None:
             raise CheckpointError("the checkpoint is not a tiny SAM (it has an official ViT width)")
@@ -56,8 +55,6 @@ def build_sam_for_state(arch: str, state: dict) -> Sam:
     return build_sam_architecture(arch)
 
 
-@register_engine("sam", tasks=("points", "box"),
-                 description="Segment Anything (ViT-B/L/H), official checkpoints")
 class SamEngine:
     name = "sam"
 
@@ -87,7 +84,7 @@ class SamEngine:
         state = load_state_dict(path, expected=f"SAM {arch or 'ViT'}")
         arch = arch or guess_sam_arch(state)
         if arch is None:
-            from .checkpoints import describe_checkpoint
+            from engines.files.checkpoints import describe_checkpoint
             raise CheckpointError(f"checkpoint {path} is not a SAM checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
         model = build_sam_for_state(arch, state)

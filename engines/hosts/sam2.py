@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
-from .device import choose_device, encoder_autocast
-from .prompts import check_image, validate_prompt
-from .registry import register_engine
-from .decoder_cache import enable_decoder_reuse, memo_dense_pe
-from .decoder_fast import disable_fast_decoder, enable_fast_decoder
-from .sam_common import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
-from .types import CheckpointError, Embedding, Prediction, Prompt
+from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
+from engines.runtime.device import choose_device, encoder_autocast
+from engines.prompts import check_image, validate_prompt
+from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
+from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
+from engines.types import CheckpointError, Embedding, Prediction, Prompt
 
 SAM2_CONFIGS = {
     "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -48,8 +47,6 @@ def guess_sam2_arch(state: dict) -> str | None:
             (144, 48): "hiera_l"}.get((int(width.shape[0]), n_blocks))
 
 
-@register_engine("sam2", tasks=("points", "box"),
-                 description="SAM 2.1 (Hiera T/S/B+/L), official checkpoints")
 class Sam2Engine:
     name = "sam2"
 

@@ -2,7 +2,7 @@
 
 `annotator train ENGINE` writes its plugin to `<models folder>/plugins/ENGINE/` by
 default; the router and the model picker find them here. A plugin is usable only on
-the exact backbone checkpoint it was trained on (engines/plugins.py checks it again on
+the exact backbone checkpoint it was trained on (engines/files/plugins.py checks it again on
 load), so `usable_plugin` pairs a plugin with an installed checkpoint of the same
 identity.
 """
@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from .plugin_meta import read_plugin_metadata
-from .types import CheckpointError
+from engines.files.plugin_meta import read_plugin_metadata
+from engines.types import CheckpointError
 
 log = logging.getLogger(__name__)
 PLUGINS_SUBDIR = "plugins"
@@ -26,7 +26,7 @@ class InstalledPlugin:
     path: Path
     engine: str
     backbone_arch: str            # e.g. "sam:vit_b", "sam2:hiera_t"
-    backbone_checkpoint: str      # engines.checkpoints.checkpoint_identity of the backbone file
+    backbone_checkpoint: str      # engines.files.checkpoints.checkpoint_identity of the backbone file
     created: str = ""
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -39,7 +39,7 @@ class InstalledPlugin:
 @lru_cache(maxsize=256)
 def _identity(path: str, size: int, mtime_ns: int) -> str:
     """checkpoint_identity, remembered per file version (the router asks on every route)."""
-    from .file_identity import checkpoint_identity
+    from engines.files.identity import checkpoint_identity
     return checkpoint_identity(path)
 
 

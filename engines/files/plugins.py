@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from .types import CheckpointError
+from engines.types import CheckpointError
 
-from .plugin_meta import FORMAT, HEADER_KEY, read_plugin_metadata
+from engines.files.plugin_meta import FORMAT, HEADER_KEY, read_plugin_metadata
 
 __all__ = ["FORMAT", "HEADER_KEY", "load_plugin", "read_plugin_metadata", "save_plugin"]
 

@@ -14,8 +14,8 @@ from typing import Mapping
 
 import torch
 
-from .file_identity import checkpoint_identity
-from .types import CheckpointError
+from engines.files.identity import checkpoint_identity
+from engines.types import CheckpointError
 
 __all__ = ["checkpoint_identity", "describe_checkpoint", "load_into", "load_state_dict"]
 

@@ -1,6 +1,6 @@
 """The catalogue of official checkpoints (resources/models.json) and the models folder.
 
-Nothing here touches the network: downloading lives in engines/download.py and happens
+Nothing here touches the network: downloading lives in engines/files/download.py and happens
 only when a user asks for it. Hashing happens only in `verify`, which reads whole files;
 everything else is a cheap stat() so the router can call it on every request.
 """
@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from engines import manifest
 from engines.types import CheckpointError, EngineError
 
 ENV_MODELS_DIR = "ANNOTATOR_MODELS_DIR"
 APP_NAME = "sam-annotator"
-ENGINES = ("sam", "sam2", "hq-sam")
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.+_-]*$")
@@ -97,8 +97,9 @@ def _parse_entry(raw: Any, index: int, source: str) -> ModelEntry:
             raise CatalogueError(f"{where}: '{key}' must be a non-empty string")
     if not _NAME.match(raw["name"]):
         raise CatalogueError(f"{where}: name may use only a-z, 0-9 and . + _ -")
-    if raw["engine"] not in ENGINES:
-        raise CatalogueError(f"{where}: engine {raw['engine']!r} is not one of {list(ENGINES)}")
+    engines = [info.name for info in manifest.list_engines(catalogued=True)]
+    if raw["engine"] not in engines:
+        raise CatalogueError(f"{where}: engine {raw['engine']!r} is not one of {engines}")
     filename = raw["filename"]
     # A file name, never a path: downloads must stay inside the models folder.
     if Path(filename).name != filename or filename in (".", "..") or "\\" in filename:

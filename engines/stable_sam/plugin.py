@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .types import EngineError
+from engines.types import EngineError
 
 LAYER = 1   # the 2nd two-way attention block (spec §2.1)
 

@@ -19,12 +19,12 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from . import sam2_engine
-from .checkpoints import checkpoint_identity, describe_checkpoint, load_into
-from .decoder_fast import enable_fast_upscaling, sam2_upscale
-from .hq_fast import folded_mask
-from .hq_checkpoint import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
-from .types import CheckpointError, Embedding
+from engines.hosts import sam2 as sam2_engine
+from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into
+from engines.hosts.fast.decoder import enable_fast_upscaling, sam2_upscale
+from engines.hq_sam.fast import folded_mask
+from engines.hq_sam.weights import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
+from engines.types import CheckpointError, Embedding
 
 
 class HqSam2Decoder(nn.Module):
@@ -167,7 +167,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
                 "pass plugin= an HQ plugin trained on it (`annotator train hq-sam --backbone "
                 f"{path}`), or use the official sam2.1_hq_hiera_large.pt")
         if plugin is not None:   # replaces the file's own HQ weights, if it has any
-            from .plugins import load_plugin
+            from engines.files.plugins import load_plugin
             hq_state, _ = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam2:{arch}",
                                       backbone_checkpoint=identity)
             source = plugin

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .types import Prediction, Prompt
+from engines.types import Prediction, Prompt
 
 
 def default_multimask(prompt: Prompt) -> bool:

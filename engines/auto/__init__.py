@@ -1,0 +1,1 @@
+"""Proposal post-processing shared by every proposer (like segment_anything/utils/amg.py)."""

@@ -1,0 +1,121 @@
+"""Every engine's facts in one torch-free table, and the routing policy.
+
+The router, the model picker, the Train dialog, the training CLI and the catalogue read
+this table; nothing else names engines. Importing it loads no torch (a test proves it), so
+the window can list engines without building one. Adding an engine is one row here, its
+package under `engines/` and, if it trains, its adapter under `training/adapters/`
+(docs/adding_an_engine.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+# What a request asks for; engines declare which of these they answer.
+TASKS = ("points", "box", "text", "auto")
+TRAIN_KINDS = ("plugin", "whole")   # a small plugin on a frozen host / the whole model
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str                       # what users type and the router routes
+    tasks: frozenset[str]           # subset of TASKS
+    module: str                     # the module whose `factory` builds it (imported on demand)
+    factory: str                    # a class with `from_checkpoint(path, ...)` (or a callable)
+    description: str                # one line, shown in `annotator models` and the picker
+    needs_checkpoint: bool = True   # False: runs with no file at all (classic)
+    catalogued: bool = False        # official checkpoints of it are in resources/models.json
+    plugin_hosts: tuple[str, ...] = ()   # engines whose checkpoints its trained plugin sits on
+    plugin_required: bool = False   # True: without a trained plugin there is no engine
+    train: str | None = None        # "plugin" | "whole" | None: what `annotator train` makes
+    adapter: str | None = None      # the training adapter module, when `train` is set
+    choosable: bool = False         # the model picker lists files to pin for it
+
+    @property
+    def trainable_plugin(self) -> bool:
+        return self.train == "plugin"
+
+
+ENGINES: tuple[EngineInfo, ...] = (
+    EngineInfo("classic", frozenset({"points", "box"}), "engines.classic", "ClassicEngine",
+               "OpenCV GrabCut / flood fill; no model needed", needs_checkpoint=False),
+    EngineInfo("sam", frozenset({"points", "box"}), "engines.hosts.sam", "SamEngine",
+               "Segment Anything (ViT-B/L/H), official checkpoints", catalogued=True,
+               train="whole", adapter="training.adapters.sam_full", choosable=True),
+    EngineInfo("sam2", frozenset({"points", "box"}), "engines.hosts.sam2", "Sam2Engine",
+               "SAM 2.1 (Hiera T/S/B+/L), official checkpoints", catalogued=True,
+               choosable=True),
+    EngineInfo("hq-sam", frozenset({"points", "box"}), "engines.hq_sam", "HqSamEngine",
+               "HQ-SAM: SAM plus the HQ output token for fine boundaries and thin structures "
+               "(official sam_hq_vit_* files, or SAM / SAM 2 + an HQ plugin)",
+               catalogued=True, plugin_hosts=("sam", "sam2"), train="plugin",
+               adapter="training.adapters.hq_sam", choosable=True),
+    EngineInfo("stable-sam", frozenset({"points", "box"}), "engines.stable_sam",
+               "StableSamEngine",
+               "Stable-SAM: SAM / SAM 2 with a trained deformable-sampling plugin, robust to "
+               "sloppy boxes and single clicks", plugin_hosts=("sam", "sam2"),
+               plugin_required=True, train="plugin", adapter="training.adapters.stable_sam",
+               choosable=True),
+)
+
+# The routing policy (engines/router.py): first installed engine of the chain wins.
+_POINT_CHAIN = ("stable-sam", "sam2", "sam", "classic")
+_AUTO_CHAIN = ("pmg-sam", "ip-sam", "sam2-amg", "sam-amg")
+ROUTES: dict[tuple[str, bool], tuple[str, ...]] = {     # (task, fine edges) -> chain
+    ("points", False): _POINT_CHAIN,
+    ("box", False): _POINT_CHAIN,
+    ("points", True): ("hq-sam",) + _POINT_CHAIN,
+    ("box", True): ("hq-sam",) + _POINT_CHAIN,
+    ("text", False): ("sam-mi",),
+    ("text", True): ("sam-mi",),
+    ("auto", False): _AUTO_CHAIN,
+    ("auto", True): _AUTO_CHAIN,
+}
+NOT_INSTALLED_HINT = {
+    "text": "no text engine installed: typed class names need the sam-mi engine",
+    "auto": "no proposal engine installed: Auto needs a SAM or SAM 2 checkpoint "
+            "(or the pmg-sam / ip-sam engine)",
+}
+
+_BY_NAME = {info.name: info for info in ENGINES}
+
+
+def get(name: str) -> EngineInfo | None:
+    return _BY_NAME.get(name)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_BY_NAME)
+
+
+def list_engines(*, task: str | None = None, trainable: bool | None = None,
+                 choosable: bool | None = None, catalogued: bool | None = None,
+                 train: str | None = None) -> list[EngineInfo]:
+    """The rows matching every filter given, in table order (timm's `list_models`)."""
+    def keep(info: EngineInfo) -> bool:
+        return ((task is None or task in info.tasks)
+                and (trainable is None or info.trainable_plugin == trainable)
+                and (choosable is None or info.choosable == choosable)
+                and (catalogued is None or info.catalogued == catalogued)
+                and (train is None or info.train == train))
+    return [info for info in ENGINES if keep(info)]
+
+
+def plugin_host_engines() -> tuple[str, ...]:
+    """Engines some plugin sits on (what the Train dialog offers as a backbone)."""
+    hosts: list[str] = []
+    for info in ENGINES:
+        hosts += [h for h in info.plugin_hosts if h not in hosts]
+    return tuple(hosts)
+
+
+def _check(rows: Iterable[EngineInfo]) -> None:
+    for info in rows:
+        if not info.tasks <= set(TASKS):
+            raise ValueError(f"engine {info.name!r}: unknown tasks {sorted(info.tasks - set(TASKS))}")
+        if (info.train is None) != (info.adapter is None) or \
+                (info.train is not None and info.train not in TRAIN_KINDS):
+            raise ValueError(f"engine {info.name!r}: `train` and `adapter` go together")
+
+
+_check(ENGINES)
