@@ -29,7 +29,7 @@ class ModelStatus:
 
 
 def partial_path(path: Path) -> Path:
-    """The file a download writes before verifying (engines.files.download's naming)."""
+    """The file a download writes before verifying (engines.files.downloader's naming)."""
     return path.with_name(path.name + ".part")
 
 
@@ -64,6 +64,6 @@ def download_model(entry: ModelEntry, directory: str | Path | None = None, *,
     """Download `entry` into the models folder (resuming a `.part`), verify it and return
     its path. DownloadError names the file and the problem; exceptions raised by
     `progress` propagate and leave the `.part` for a later resume (that is how a caller
-    cancels). `options` go to engines.files.download.download (timeout, chunk_size ...)."""
+    cancels). `options` go to engines.files.downloader.download (timeout, chunk_size ...)."""
     return download(entry, model_path(entry, models_dir(directory)), progress=progress,
                     **options)

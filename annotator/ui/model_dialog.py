@@ -3,7 +3,7 @@ which model each engine loads (the user can pin one per engine: the choice is sa
 the router is built with it), and downloads with a progress dialog.
 
 A download runs on its own QThread (never the GUI thread). Cancel sets a flag that the
-downloader's progress callback turns into an exception, so engines.files.download stops at the
+downloader's progress callback turns into an exception, so engines.files.downloader stops at the
 next chunk and keeps its resumable `.part`; the destination is only ever written by the
 downloader's final verified rename. After a download the window can rebuild its engines
 (`reload_engines`) so the router sees the new file.

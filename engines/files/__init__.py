@@ -6,12 +6,12 @@ Lazy: `from engines.files import ModelEntry` loads only the torch-free catalogue
 from engines._lazy import lazy_exports
 
 _EXPORTS = {
-    **{m: "" for m in ("catalogue", "download", "cache", "checkpoints", "identity",
+    **{m: "" for m in ("catalogue", "downloader", "cache", "checkpoints", "identity",
                        "plugins", "plugin_meta", "plugin_index")},
     **dict.fromkeys(("CatalogueError", "ModelEntry", "Progress", "load_catalogue", "get_entry",
                      "models_dir", "model_path", "is_installed", "installed", "find_checkpoint",
                      "verify", "ENV_MODELS_DIR", "APP_NAME"), "catalogue"),
-    **dict.fromkeys(("DownloadError", "download"), "download"),
+    **dict.fromkeys(("DownloadError", "download"), "downloader"),
     **dict.fromkeys(("CacheKey", "CacheError", "EmbeddingCache", "default_cache_dir",
                      "image_digest"), "cache"),
     **dict.fromkeys(("describe_checkpoint", "load_state_dict", "load_into"), "checkpoints"),

@@ -1,6 +1,6 @@
 """The catalogue of official checkpoints (resources/models.json) and the models folder.
 
-Nothing here touches the network: downloading lives in engines/files/download.py and happens
+Nothing here touches the network: downloading lives in engines/files/downloader.py and happens
 only when a user asks for it. Hashing happens only in `verify`, which reads whole files;
 everything else is a cheap stat() so the router can call it on every request.
 """

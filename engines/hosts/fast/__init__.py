@@ -1,5 +1,5 @@
 """Fast CPU paths for the hosts' modules, equal to the reference up to float rounding
-(bounds in tests/engines/hosts/test_fast_path.py); `exact=True` engines strip them."""
+(bounds in tests/test_engines/hosts/test_engine_fast_path.py); `exact=True` engines strip them."""
 from engines.hosts.fast.decoder import (disable_fast_decoder, enable_fast_decoder,
                                         enable_fast_upscaling)
 from engines.hosts.fast.vit_attention import disable_fast_attention, enable_fast_attention

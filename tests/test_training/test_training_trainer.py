@@ -15,7 +15,7 @@ from training.trainer import TrainConfig, Trainer
 
 from training_helpers import DecoderAdapter, disc_items
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path, **kw) -> TrainConfig:

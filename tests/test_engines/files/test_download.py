@@ -1,4 +1,4 @@
-"""engines.files.download and `annotator models download` against a real HTTP server on
+"""engines.files.downloader and `annotator models download` against a real HTTP server on
 127.0.0.1 (started here; nothing else is contacted)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from engines.files import catalogue
 from engines.files.catalogue import ModelEntry
-from engines.files.download import DownloadError, download
+from engines.files.downloader import DownloadError, download
 
 DATA = os.urandom(300 * 1024 + 123)          # a few hundred KB, not a multiple of a chunk
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -11,7 +11,7 @@ from PIL import Image
 from annotator.cli import main
 from engines.files import catalogue
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COFFEE = REPO / "resources" / "samples" / "coffee.png"
 
 

@@ -14,7 +14,7 @@ from engines.files import catalogue
 from engines.files.catalogue import CatalogueError, ModelEntry
 from engines.types import CheckpointError, EngineError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "resources" / "models.json"
+SHIPPED = Path(__file__).resolve().parents[3] / "resources" / "models.json"
 ARCH_ORDER = {"sam": ["vit_b", "vit_l", "vit_h"],
               "sam2": ["hiera_t", "hiera_s", "hiera_b+", "hiera_l"],
               "hq-sam": ["vit_tiny", "vit_b", "vit_l", "vit_h"]}

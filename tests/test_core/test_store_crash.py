@@ -24,7 +24,7 @@ from PIL import Image
 
 from annotator.core.store import Project
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 H, W = 48, 64
 KILLS = 20
 
