@@ -35,7 +35,13 @@ sys.path.append(str(HERE))
 from _docs import write_section  # noqa: E402
 from _latency_report import machine  # noqa: E402
 
-PAIRS = {"vit_b": ("hq-sam", "stable-sam"), "hiera_t": ("stable-sam", "hq-sam")}
+
+
+def plugin_engines(arch: str) -> list[str]:
+    """The trainable plugins, in the opposite order on the second arch (drift evens out)."""
+    from engines import manifest
+    names = [info.name for info in manifest.list_engines(trainable=True)]
+    return names if arch == "vit_b" else names[::-1]
 
 
 def random_checkpoint(arch: str, folder: Path) -> Path:
@@ -142,7 +148,7 @@ def main() -> None:
         tmp = Path(tmp)
         for arch in args.archs.split(","):
             backbone = random_checkpoint(arch, tmp)
-            for engine in PAIRS[arch]:
+            for engine in plugin_engines(arch):
                 cached, _ = time_steps(engine, backbone, items, args.cached_steps, True,
                                        args.batch_size, tmp / f"{engine}-{arch}-c")
                 fresh, calls = time_steps(engine, backbone, items, args.recompute_steps, False,

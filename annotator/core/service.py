@@ -10,7 +10,8 @@ Two threads own all model work:
 Every request id returned by `set_image` / `predict` gets exactly one outcome event:
 `set_image` -> `EmbeddingState` with that `request_id` and state "ready", "failed" or
 "cancelled" (an "embedding" state may come first), or `Dropped`; `predict` ->
-`PredictionReady`, `PredictionFailed` or `Dropped`. Errors (an unreadable image, a bad
+`PredictionReady`, `PredictionFailed` or `Dropped`; `propose` ("auto": objects with no
+prompt, "text": typed class names) -> `ProposalsReady`, `ProposalsFailed` or `Dropped`. Errors (an unreadable image, a bad
 prompt, no engine installed) become failure events with the message; they never stop a
 worker.
 
@@ -18,7 +19,9 @@ What is dropped (a `Dropped` event, never a result):
 - any request for an image that is no longer the current one (the last `set_image`);
 - coalescing: a `predict` for which a newer `predict` of the same image was submitted
   (rapid clicks): queued ones are never computed, a running one's result is not delivered;
-- requests cancelled with `cancel`.
+  likewise a `propose` superseded by a newer `propose` of the same image;
+- requests cancelled with `cancel`. A running proposal run polls for this between its
+  decoder batches and stops there (a `Dropped` event with reason "cancelled").
 A result is emitted only while its image is current and its request is the newest: the
 check and the `on_event` call happen under the service's lock, so once `set_image(new)`
 has returned, no result for the old image is delivered any more. (A GUI that forwards
@@ -40,83 +43,25 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
 
 from annotator.core.errors import CoreError
 from annotator.core.service_prefetch import (Embedder, Gate, ImageOpener, Job, JobAbandoned,
                                              OpenedImage, Prefetcher, error_message)
+from annotator.core.service_events import (EMBEDDING_STATES, PROPOSAL_TASKS, Dropped,
+                                           EmbeddingState, Event, PredictionFailed,
+                                           PredictionReady, ProposalsFailed, ProposalsReady,
+                                           prompt_task)
 from engines.files import EmbeddingCache
-from engines.types import Prediction, Prompt, PromptError
+from engines.types import CancelledError, Prompt, PromptError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EngineService", "EmbeddingState", "PredictionReady", "PredictionFailed", "Dropped",
-           "prompt_task"]
-
-EMBEDDING_STATES = ("embedding", "ready", "failed", "cancelled")
-
-
-# ---------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class EmbeddingState:
-    kind: ClassVar[str] = "embedding"
-    image_id: Hashable
-    state: str                      # one of EMBEDDING_STATES
-    source: str = ""                # "ready": "memory" | "disk" | "computed"
-    ms: float = 0.0                 # wall time of load + embed, pauses included
-    error: str = ""                 # "failed": the message
-    background: bool = False        # from the background (prefetch) worker
-    request_id: int | None = None   # the set_image request; None for background work
-    engine_name: str = ""
-
-
-@dataclass(frozen=True)
-class PredictionReady:
-    kind: ClassVar[str] = "prediction"
-    image_id: Hashable
-    request_id: int
-    prediction: Prediction          # masks at the size of the image as loaded
-    engine_name: str
-    explain: str                    # which engine answered and what was skipped, for the UI
-    ms: float                       # from the worker taking the request to the answer
-    wait_ms: float = 0.0            # time the request waited in the queue
-
-
-@dataclass(frozen=True)
-class PredictionFailed:
-    kind: ClassVar[str] = "prediction_failed"
-    image_id: Hashable
-    request_id: int
-    message: str
-    error_type: str = ""            # e.g. "PromptError", "ImageLoadError"
-    ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class Dropped:
-    kind: ClassVar[str] = "dropped"
-    image_id: Hashable
-    request_id: int
-    reason: str
-
-
-Event = EmbeddingState | PredictionReady | PredictionFailed | Dropped
-
-
-def prompt_task(prompt: Prompt) -> str:
-    """The router's task for a prompt: "text", "box" or "points"; PromptError if empty."""
-    if prompt.text:
-        return "text"
-    if prompt.box is not None:
-        return "box"
-    if prompt.is_empty:
-        raise PromptError("empty prompt: give at least one point, a box, a previous mask "
-                          "or a class name")
-    return "points"
+__all__ = ["EngineService", "EmbeddingState", "PredictionReady", "PredictionFailed",
+           "ProposalsReady", "ProposalsFailed", "Dropped", "prompt_task", "PROPOSAL_TASKS",
+           "EMBEDDING_STATES"]
 
 
 # ---------------------------------------------------------------------------- internals
@@ -126,10 +71,12 @@ def prompt_task(prompt: Prompt) -> str:
 class _Request:
     id: int
     image_id: Hashable
-    kind: str                       # "open" | "predict"
+    kind: str                       # "open" | "predict" | "propose"
     submitted: float
     source: Any = None              # open: a path or an H x W x 3 array
     prompt: Prompt | None = None
+    task: str = ""                  # propose: "auto" | "text"
+    options: dict | None = None     # propose: the proposer's options (classes for "text")
     fine_edges: bool = False
     coalesce: bool = True
 
@@ -161,6 +108,10 @@ def _check_source(source: Any) -> Any:
         return source
     raise TypeError(f"an image must be a file path or an H x W x 3 uint8 array, "
                     f"got {type(source).__name__}")
+
+
+def _explain(routed: Any) -> str:
+    return routed.explain() if callable(getattr(routed, "explain", None)) else str(routed.name)
 
 
 def _ms(t0: float) -> float:
@@ -208,6 +159,7 @@ class EngineService:
         self._running: _Request | None = None
         self._current: Hashable = _NO_IMAGE
         self._latest: dict[Hashable, int] = {}      # newest coalescing predict per image
+        self._latest_proposal: dict[Hashable, int] = {}   # newest propose per image
         self._cancelled: set[int] = set()
         self._job: Job | None = None                # the interactive embedding in progress
         self._opened: OpenedImage | _OpenFailure | None = None   # interactive thread only
@@ -231,6 +183,7 @@ class EngineService:
             self._check_open()
             if image_id != self._current:
                 self._latest.clear()
+                self._latest_proposal.clear()
                 if self._job is not None and self._job.image_id != image_id:
                     self._job.cancelled = True   # an abandoned image stops between blocks
             self._current = image_id
@@ -251,6 +204,34 @@ class EngineService:
                            prompt=prompt, fine_edges=fine, coalesce=bool(coalesce))
             if req.coalesce:
                 self._latest[image_id] = req.id
+            return self._submit(req)
+
+    def propose(self, image_id: Hashable, task: str = "auto", *,
+                classes: Iterable[str] | None = None, options: dict | None = None,
+                fine_edges: bool | None = None) -> int:
+        """Queue a proposal run on the current image: "auto" finds objects with no prompt,
+        "text" finds instances of the typed `classes`. `options` go to the proposer
+        (e.g. {"points_per_side": 16}); it checks them. A newer `propose` of the same image
+        supersedes this one, and `cancel` stops it between decoder batches."""
+        hash(image_id)
+        if task not in PROPOSAL_TASKS:
+            raise ValueError(f"task must be one of {', '.join(PROPOSAL_TASKS)}, got {task!r}")
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, got {type(options).__name__}")
+        opts = dict(options or {})
+        if task == "text":
+            names = [c.strip() for c in (classes or ()) if isinstance(c, str) and c.strip()]
+            if not names:
+                raise PromptError("a text request needs at least one class name")
+            opts["classes"] = names
+        elif classes:
+            raise PromptError("class names are for a text request, not auto")
+        fine = self.fine_edges if fine_edges is None else bool(fine_edges)
+        with self._cond:
+            self._check_open()
+            req = _Request(next(self._ids), image_id, "propose", time.perf_counter(),
+                           fine_edges=fine, task=task, options=opts)
+            self._latest_proposal[image_id] = req.id
             return self._submit(req)
 
     def prefetch(self, items: Iterable[tuple[Hashable, str | os.PathLike | np.ndarray]]) -> int:
@@ -388,7 +369,15 @@ class EngineService:
         newest = self._latest.get(req.image_id, req.id)
         if req.kind == "predict" and req.coalesce and newest != req.id:
             return f"superseded by request {newest}"
+        newest = self._latest_proposal.get(req.image_id, req.id)
+        if req.kind == "propose" and newest != req.id:
+            return f"superseded by request {newest}"
         return None
+
+    def _unwanted(self, req: _Request) -> bool:
+        """Polled by a running proposer between its batches."""
+        with self._cond:
+            return self._gate.stopping or self._stale_reason(req) is not None
 
     # -- the interactive worker
 
@@ -408,6 +397,8 @@ class EngineService:
                 self._gate.wait_until_background_parked()
                 if req.kind == "open":
                     self._open(req)
+                elif req.kind == "propose":
+                    self._propose(req)
                 else:
                     self._predict(req)
             except Exception:   # _open/_predict report their own errors; last guard
@@ -461,24 +452,49 @@ class EngineService:
         wait_ms = (t0 - req.submitted) * 1000.0
         job = self._start_job(req)
         try:
-            opened = self._opened
-            if isinstance(opened, _OpenFailure) and opened.image_id == req.image_id:
-                raise CoreError(f"image {req.image_id!r} could not be opened: {opened.message}")
-            if not isinstance(opened, OpenedImage) or opened.image_id != req.image_id:
-                raise CoreError(f"image {req.image_id!r} is not open (its loading was "
-                                "cancelled); open it again")
+            opened = self._opened_image(req)
             routed = self._route(prompt_task(req.prompt), req.fine_edges)
             emb, _ = self._embedder.embed(opened, routed.engine, job, lambda: None)
             prediction = routed.engine.predict(emb, req.prompt)
-            explain = routed.explain() if callable(getattr(routed, "explain", None)) \
-                else str(routed.name)
             event: Event = PredictionReady(req.image_id, req.id, prediction, routed.name,
-                                           explain, _ms(t0), wait_ms)
+                                           _explain(routed), _ms(t0), wait_ms)
         except JobAbandoned:
             event = Dropped(req.image_id, req.id, "cancelled")
         except Exception as exc:
             event = PredictionFailed(req.image_id, req.id, error_message(exc), type(exc).__name__,
                                      _ms(t0))
+        finally:
+            self._end_job()
+        self._deliver(req, event)
+
+    def _opened_image(self, req: _Request) -> OpenedImage:
+        opened = self._opened
+        if isinstance(opened, _OpenFailure) and opened.image_id == req.image_id:
+            raise CoreError(f"image {req.image_id!r} could not be opened: {opened.message}")
+        if not isinstance(opened, OpenedImage) or opened.image_id != req.image_id:
+            raise CoreError(f"image {req.image_id!r} is not open (its loading was "
+                            "cancelled); open it again")
+        return opened
+
+    def _propose(self, req: _Request) -> None:
+        t0 = time.perf_counter()
+        wait_ms = (t0 - req.submitted) * 1000.0
+        job = self._start_job(req)
+        try:
+            opened = self._opened_image(req)
+            routed = self._route(req.task, req.fine_edges)
+            propose = getattr(routed.engine, "propose", None)
+            if not callable(propose):
+                raise CoreError(f"engine {routed.name} cannot propose objects ({req.task})")
+            emb, _ = self._embedder.embed(opened, routed.engine, job, lambda: None)
+            proposals = propose(emb, req.options, cancel=lambda: self._unwanted(req))
+            event: Event = ProposalsReady(req.image_id, req.id, proposals, req.task, routed.name,
+                                          _explain(routed), _ms(t0), wait_ms)
+        except (JobAbandoned, CancelledError):
+            event = Dropped(req.image_id, req.id, "cancelled")
+        except Exception as exc:
+            event = ProposalsFailed(req.image_id, req.id, req.task, error_message(exc),
+                                    type(exc).__name__, _ms(t0))
         finally:
             self._end_job()
         self._deliver(req, event)
