@@ -56,7 +56,7 @@ def test_export_options(work, capsys):
     code, _, _ = run(capsys, "export", "coco", "split", "--split", "group",
                      "--val-fraction", "0.5", "--seed", "3")
     assert code == 0 and sorted(p.name for p in (work / "split").iterdir()) == \
-        ["train.json", "val.json"]
+        [".annotator-exports", "train.json", "val.json"]   # + what this export wrote
     code, _, _ = run(capsys, "export", "labelme", "lm", "--image-data", "--tolerance", "1")
     assert code == 0 and json.loads((work / "lm" / "a.json").read_text())["imageData"]
     code, _, err = run(capsys, "export", "yolo", "y", "--image-data")

@@ -57,7 +57,8 @@ class MainWindow(QMainWindow):
         self._dirty: set[str] = set()
         self._count_images: set[int] = set()   # rows of the image list to update
         self._closed = False
-        self.setWindowTitle(f"Annotator — {project.path}")
+        self.setWindowTitle(f"Annotator — {project.path}"
+                            + (" (read-only)" if project.read_only else ""))
 
         self.bridge = EventBridge(self)
         self.session = self._new_session() if session_factory else None
@@ -146,6 +147,9 @@ class MainWindow(QMainWindow):
         self.latency_label = QLabel("latency: —", self)
         for label in (self.engine_label, self.device_label, self.latency_label):
             self.statusBar().addPermanentWidget(label)
+        if self.project.read_only:    # opened while another window holds the project
+            self.statusBar().addPermanentWidget(QLabel("read-only: changes are not saved",
+                                                       self))
 
     def _connect(self) -> None:
         self.images.image_chosen.connect(self.show_image)
