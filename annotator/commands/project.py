@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from annotator.core.errors import ProjectError
+from annotator.core.errors import InputError, ProjectError
 
 DEFAULT_PROJECT = "annotations.sqlite"
 
@@ -142,6 +142,8 @@ def run_export(args: argparse.Namespace) -> int:
         check_options(spec, options)
         if args.tolerance is not None and not args.tolerance >= 0:
             raise ValueError(f"--tolerance must be >= 0, not {args.tolerance}")
+        if args.min_iou is not None and not 0 <= args.min_iou <= 1:
+            raise ValueError(f"--min-iou must be between 0 and 1, not {args.min_iou}")
         if args.split is not None and not 0 < args.val_fraction < 1:
             raise ValueError(f"--val-fraction must be between 0 and 1, not {args.val_fraction}")
     except ValueError as exc:
@@ -199,6 +201,14 @@ def run_validate(args: argparse.Namespace) -> int:
                                "to), or --project with a project that knows it")
         with _open(args) as project:
             root = project.image_root
+    # A file or folder that is not there is bad input (exit 2); what is wrong inside
+    # the file is the report (exit 1).
+    if not args.coco_json.is_file():
+        raise InputError(f"{args.coco_json}: " + ("is a folder, expected a COCO JSON file"
+                                                  if args.coco_json.is_dir() else
+                                                  "file not found"))
+    if not Path(root).is_dir():
+        raise InputError(f"image folder {root} does not exist")
     problems = validate_coco(args.coco_json, root)
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:

@@ -104,6 +104,9 @@ def run(args) -> int:
     from engines.types import Prompt
 
     _check_checkpoint_option(args)
+    if args.device:             # the classic engine ignores it: check it here for all
+        from engines.device import choose_device
+        choose_device(args.device)
     mask_format = output_format(args.out, args.image, "--out", MASK_FORMATS)
     overlay_format = None if args.overlay is None else \
         output_format(args.overlay, args.image, "--overlay", OVERLAY_FORMATS)

@@ -57,8 +57,8 @@ class MainWindow(QMainWindow):
         self._dirty: set[str] = set()
         self._count_images: set[int] = set()   # rows of the image list to update
         self._closed = False
-        self.setWindowTitle(f"Annotator — {project.path}"
-                            + (" (read-only)" if project.read_only else ""))
+        self._title_suffix = " (read-only)" if project.read_only else ""
+        self.setWindowTitle(f"Annotator — {project.path}{self._title_suffix}")
 
         self.bridge = EventBridge(self)
         self.session = self._new_session() if session_factory else None
@@ -195,7 +195,8 @@ class MainWindow(QMainWindow):
         self._refresh_instances(keep_selection=False)
         self.labeler.prefetch([(i, str(self.project.image_root / self.project.image(i).file_name))
                                for i in self.images.following(image_id, self.prefetch_count)])
-        self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}")
+        self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}"
+                            f"{self._title_suffix}")
 
     def step_image(self, step: int) -> None:
         target = self.images.neighbour(self.image_id, step)
