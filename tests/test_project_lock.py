@@ -67,6 +67,32 @@ def test_a_second_writer_is_refused_and_told_who_has_it(project_file):
     Project.open(project_file).close()          # free again once the first one closed
 
 
+HOLDER = """
+import sys
+from annotator.core.store import Project
+with Project.open(sys.argv[1]):
+    print("HOLDING", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_another_process_holds_it_until_it_is_gone(project_file):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(project_file)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "HOLDING"
+        with pytest.raises(ProjectInUseError, match=rf"process {child.pid} on "):
+            Project.open(project_file)
+    finally:
+        child.kill()                       # dies holding it: the lock file stays behind
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    assert lock_path(project_file).exists() and current_holder(project_file) is None
+    Project.open(project_file).close()
+
+
 @pytest.mark.parametrize("content", [
     None,                                        # a lock left by a process that is gone
     "",                                          # cut short by a crash
@@ -78,6 +104,15 @@ def test_a_stale_lock_is_taken_without_asking(project_file, content):
     with Project.open(project_file) as p:
         p.add_category("taken")
         assert json.loads(lock_path(project_file).read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(project_file):
+    # our own parent is alive, but it started long before the lock's "started" says
+    reused = {"pid": os.getppid(), "host": socket.gethostname(), "since": 1.0,
+              "token": "old", "started": "1"}
+    lock_path(project_file).write_text(json.dumps(reused))
+    Project.open(project_file).close()
 
 
 def test_a_lock_from_another_host_holds(project_file):

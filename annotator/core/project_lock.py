@@ -4,8 +4,9 @@ The file holds one JSON object: the writer's process id, host name, start time a
 random token that tells two openings apart (even two in one process). A writer takes it
 when it opens the project and gives it back when it closes. A lock is stale, and taken
 without asking, when its process is gone: same host and no process with that id (or a
-file that is not a lock, e.g. cut short by a crash). On another host the process cannot
-be checked, so such a lock holds until someone takes it over.
+file that is not a lock, e.g. cut short by a crash); on Linux a process that merely
+reuses the dead holder's pid is told apart by its start time. On another host (and on
+Windows) the process cannot be checked, so such a lock holds until someone takes it over.
 
 "Take over" replaces a live holder's lock with ours. The holder finds out at its next
 change: `ProjectLock.check()` (called by the store before every write) sees another
@@ -42,12 +43,24 @@ def lock_path(project: str | os.PathLike) -> Path:
     return Path(f"{Path(project).absolute()}{LOCK_SUFFIX}")
 
 
+def _process_start(pid: int) -> str:
+    """When process `pid` started (Linux: clock ticks since boot, /proc/PID/stat field
+    22), to tell a live holder from a new process that got a dead one's pid; "" where
+    that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+
+
 @dataclass(frozen=True)
 class LockHolder:
     pid: int
     host: str
     since: float         # unix seconds
     token: str
+    started: str = ""    # _process_start(pid) when the lock was taken
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -59,6 +72,10 @@ class LockHolder:
             return True
         if self.pid == os.getpid():
             return True
+        if os.name == "nt":    # os.kill would terminate it there: assume it runs
+            return True
+        if self.started and _process_start(self.pid) not in ("", self.started):
+            return False       # the pid now belongs to another process
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -111,14 +128,14 @@ def _read(fd: int) -> LockHolder | None:
     try:
         doc = json.loads(data.decode("utf-8"))
         return LockHolder(int(doc["pid"]), str(doc["host"]), float(doc["since"]),
-                          str(doc["token"]))
+                          str(doc["token"]), str(doc.get("started", "")))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None          # empty or cut short: no holder
 
 
 def _write(fd: int, holder: LockHolder) -> None:
     data = json.dumps({"pid": holder.pid, "host": holder.host, "since": holder.since,
-                       "token": holder.token}).encode("utf-8")
+                       "token": holder.token, "started": holder.started}).encode("utf-8")
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, data)
@@ -151,7 +168,7 @@ class ProjectLock:
     def acquire(cls, project: str | os.PathLike, *, take_over: bool = False) -> ProjectLock:
         project = Path(project).absolute()
         mine = LockHolder(os.getpid(), socket.gethostname(), time.time(),
-                          secrets.token_hex(8))
+                          secrets.token_hex(8), _process_start(os.getpid()))
         path = lock_path(project)
         try:
             with _guard(path, exclusive=True) as fd:
