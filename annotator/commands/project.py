@@ -2,7 +2,7 @@
 
     annotator import FORMAT PATH [--project FILE] [--images DIR]
     annotator export FORMAT OUT [--tolerance T] [--split image|group --val-fraction F
-                                 --seed S] [--image-data]
+                                 --seed S] [--image-data] [--overwrite]
     annotator stats
     annotator validate COCO_JSON --images DIR
 
@@ -10,7 +10,14 @@ FORMAT is one of annotator.core.formats.FORMATS (coco, labelme, yolo, png-semant
 png-instance). The project defaults to ./annotations.sqlite; `import` creates it when
 missing (then --images is required). An import reads and checks the whole input before
 the project is touched, and the project takes it in one transaction: a bad input
-changes nothing.
+changes nothing. `import` is the one command that writes the project: it takes the
+project lock, so it refuses (exit status 2) a project that a window or another import
+has open. The others open the project read-only.
+
+`export` never writes over the project file (or its -wal, -shm, .lock), an image of the
+project, or a folder; nor over any other file unless an earlier export of the same
+format wrote it and it is unchanged since, or `--overwrite` is given
+(annotator.core.export_guard).
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from annotator.core.errors import ProjectError
+from annotator.core.errors import InputError, ProjectError
 
 DEFAULT_PROJECT = "annotations.sqlite"
 
@@ -55,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--image-data", action="store_true", help="labelme: embed the image "
                    "bytes (imageData)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files that "
+                   "an earlier export of this format did not write (never the project or "
+                   "its images)")
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("stats", parents=[common], help="counts per category and "
@@ -68,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_validate)
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace, *, read_only: bool = True):
     from annotator.core.store import Project
-    project = Project.open(args.project)
+    project = Project.open(args.project, read_only=read_only)
     if args.images is not None and Path(os.path.abspath(args.images)) != project.image_root:
         project.close()
         raise ProjectError(f"{args.project}: its image folder is {project.image_root}, not "
@@ -89,11 +99,15 @@ def run_import(args: argparse.Namespace) -> int:
         if not args.images.is_dir():
             raise ProjectError(f"image folder {args.images} does not exist")
         root = args.images
+        ds = spec.read(args.path, root)      # everything is checked before the project
+        project = Project.create(args.project, root)
     else:
-        with _open(args) as project:
-            root = project.image_root
-    ds = spec.read(args.path, root)          # everything is checked before the project
-    project = Project.create(args.project, root) if creating else _open(args)
+        project = _open(args, read_only=False)    # the lock first: in use -> nothing read
+        try:
+            ds = spec.read(args.path, project.image_root)
+        except BaseException:
+            project.close()
+            raise
     try:
         with project:
             report = project.import_dataset(ds, source=str(args.path))
@@ -128,14 +142,25 @@ def run_export(args: argparse.Namespace) -> int:
         check_options(spec, options)
         if args.tolerance is not None and not args.tolerance >= 0:
             raise ValueError(f"--tolerance must be >= 0, not {args.tolerance}")
+        if args.min_iou is not None and not 0 <= args.min_iou <= 1:
+            raise ValueError(f"--min-iou must be between 0 and 1, not {args.min_iou}")
         if args.split is not None and not 0 < args.val_fraction < 1:
             raise ValueError(f"--val-fraction must be between 0 and 1, not {args.val_fraction}")
     except ValueError as exc:
         print(f"annotator export: error: {exc}", file=sys.stderr)
         return 2
+    from annotator.core.export_guard import ExportGuard
     with _open(args) as project:
         ds = project.export_dataset()
-        written = spec.write(ds, args.out, project.image_root, **options)
+        guard = ExportGuard.for_project(project, spec.name, args.out,
+                                        writes_folder=spec.output == "folder"
+                                        or args.split is not None, overwrite=args.overwrite)
+        try:
+            written = spec.write(ds, args.out, project.image_root, check_paths=guard.check,
+                                 **options)
+        except ValueError as exc:    # the writers' word for data the format cannot hold
+            raise ProjectError(f"{args.out}: cannot export as {spec.name}: {exc}") from None
+        guard.record(written)
     print(f"exported {len(ds.images)} images, {len(ds.categories)} categories, "
           f"{len(ds.annotations)} annotations as {spec.name}: {len(written)} file(s) "
           f"under {args.out}")
@@ -176,6 +201,14 @@ def run_validate(args: argparse.Namespace) -> int:
                                "to), or --project with a project that knows it")
         with _open(args) as project:
             root = project.image_root
+    # A file or folder that is not there is bad input (exit 2); what is wrong inside
+    # the file is the report (exit 1).
+    if not args.coco_json.is_file():
+        raise InputError(f"{args.coco_json}: " + ("is a folder, expected a COCO JSON file"
+                                                  if args.coco_json.is_dir() else
+                                                  "file not found"))
+    if not Path(root).is_dir():
+        raise InputError(f"image folder {root} does not exist")
     problems = validate_coco(args.coco_json, root)
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:

@@ -97,10 +97,20 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+def _prompt_mix(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--prompt-mix {text!r} is not JSON ({exc.msg} at column "
+                         f"{exc.colno}), e.g. '{{\"tight-box\": 1, \"points\": 1}}'") from None
+
+
 def _cmd_train(args) -> int:
     from training.trainer import TrainConfig, Trainer
     try:
-        mix = json.loads(args.prompt_mix) if args.prompt_mix else None
+        mix = _prompt_mix(args.prompt_mix)
         out = args.out or str(_plugins_dir(args.models_dir) / args.engine)
         config = TrainConfig(
             engine=args.engine, backbone=args.backbone, data=args.data, images=args.images,

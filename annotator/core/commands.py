@@ -6,6 +6,11 @@ redo the "after" one, so both return the store to exactly the earlier state: sam
 (a deleted annotation comes back with its id, so exports stay stable), same draw order,
 same timestamps. `CommandStack` runs every do/undo/redo as one transaction, so a crash
 in the middle of any of them leaves the project as it was before it.
+
+Undo and redo first check that every record they would write back still is exactly as
+the command left it (undo) or found it (redo). A record changed since, by another
+window or process, makes them refuse (StaleCommandError) rather than silently revert
+or resurrect someone else's edit; the stack then drops that step from its history.
 """
 from __future__ import annotations
 
@@ -26,6 +31,10 @@ log = logging.getLogger(__name__)
 # Snapshot keys: ("annotation", id) or ("category", id); value None = "does not exist".
 Key = tuple[str, int]
 Record = AnnotationRecord | CategoryRecord | None
+
+
+class StaleCommandError(ProjectError):
+    """Undo/redo refused: a record it would overwrite changed since it was recorded."""
 
 
 class Command(ABC):
@@ -58,6 +67,7 @@ class SnapshotCommand(Command):
 
     def do(self, project: Project) -> None:
         if self._after is not None:      # redo
+            _check_unchanged(project, self._before, "redo", self.description)
             _write(project, self._after)
             return
         with project.transaction():   # also atomic when used without a CommandStack
@@ -70,6 +80,7 @@ class SnapshotCommand(Command):
     def undo(self, project: Project) -> None:
         if self._before is None:
             raise ProjectError(f"cannot undo {self.description!r}: it was never done")
+        _check_unchanged(project, self._after, "undo", self.description)
         _write(project, self._before)
 
 
@@ -79,6 +90,20 @@ def _read(project: Project, key: Key) -> Record:
         return project.annotation(ident) if kind == "annotation" else project.category(ident)
     except ProjectError:
         return None
+
+
+def _check_unchanged(project: Project, expected: dict[Key, Record] | None, verb: str,
+                     description: str) -> None:
+    """StaleCommandError naming the first record that is no longer as `expected`."""
+    for key, rec in (expected or {}).items():
+        now = _read(project, key)
+        if now != rec:
+            kind, ident = key
+            what = "was deleted" if now is None else (
+                "was created" if rec is None else "was changed")
+            raise StaleCommandError(
+                f"{project.path}: cannot {verb} {description!r}: {kind} {ident} {what} "
+                f"since (in another window or process?); nothing was changed")
 
 
 def _write(project: Project, state: dict[Key, Record]) -> None:
@@ -324,8 +349,11 @@ class CommandStack:
         if not self._done:
             return None
         command = self._done[-1]
-        with self.project.transaction():   # on error: rolled back, history unchanged
-            command.undo(self.project)
+        try:
+            with self.project.transaction():   # on error: rolled back, history unchanged
+                command.undo(self.project)
+        except StaleCommandError as exc:
+            raise self._drop(self._done, exc) from None
         self._undone.append(self._done.pop())
         self._notify()
         return command
@@ -334,11 +362,21 @@ class CommandStack:
         if not self._undone:
             return None
         command = self._undone[-1]
-        with self.project.transaction():
-            command.do(self.project)
+        try:
+            with self.project.transaction():
+                command.do(self.project)
+        except StaleCommandError as exc:
+            raise self._drop(self._undone, exc) from None
         self._done.append(self._undone.pop())
         self._notify()
         return command
+
+    def _drop(self, history: list[Command], exc: StaleCommandError) -> StaleCommandError:
+        """A step that can never apply again leaves the history (the ones under it may
+        still apply: each is checked on its own)."""
+        history.pop()
+        self._notify()
+        return StaleCommandError(f"{exc}; the step was dropped from the history")
 
     def clear(self) -> None:
         """Forget the history (e.g. after an import that bypassed the stack)."""

@@ -21,3 +21,7 @@ class FormatError(CoreError, ValueError):
 
 class ProjectError(CoreError):
     """A project file that cannot be opened or changed (newer schema, bad reference...)."""
+
+
+class InputError(CoreError):
+    """A command-line value that cannot be used (names the option and the problem)."""

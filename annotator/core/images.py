@@ -44,7 +44,7 @@ from annotator.core.errors import ImageLoadError
 
 __all__ = [
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "read_image_info", "load_image",
-    "scale_for", "downscaled_size", "list_images",
+    "scale_for", "downscaled_size", "list_images", "outside_root_problem",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -317,6 +317,21 @@ def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.
             out = out.transpose(_TRANSPOSE[left])
         arr = np.asarray(out if out.mode == "RGB" else out.convert("RGB"))
     return arr if arr.flags.writeable else arr.copy()
+
+
+def outside_root_problem(file: str | os.PathLike[str],
+                         root: str | os.PathLike[str]) -> str | None:
+    """Why `file` may not be an image of the image root `root`: it resolves (symlinks
+    followed) to a place outside it. None when it stays inside. The one rule for every
+    way in (COCO, LabelMe, YOLO and PNG imports, a folder opened in the window)."""
+    real_root = Path(root).resolve()
+    try:
+        Path(file).resolve().relative_to(real_root)
+    except ValueError:
+        return f"image file {file} leads outside the image root {real_root}"
+    except (OSError, RuntimeError) as exc:    # a symlink loop
+        return f"image file {file} cannot be resolved ({exc})"
+    return None
 
 
 def _natural_key(text: str) -> list[str | int]:

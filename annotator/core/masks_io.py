@@ -10,19 +10,28 @@ from PIL import Image
 from annotator.core.formats._common import atomic_write_bytes
 
 
-def _save_png(img: Image.Image, path: Path) -> None:
+def _save(img: Image.Image, path: Path, image_format: str) -> None:
+    """Encode as `image_format` (a Pillow format name, e.g. "PNG") and write atomically."""
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
+    img.save(buffer, format=image_format)
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def save_mask_png(mask: np.ndarray, path: Path) -> None:
-    """A boolean mask as an 8-bit PNG, 255 = object."""
-    _save_png(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)), path)
+def save_mask(mask: np.ndarray, path: Path, image_format: str = "PNG") -> None:
+    """A boolean mask as an 8-bit grey picture, 255 = object."""
+    _save(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)), path, image_format)
 
 
-def save_overlay_png(image: np.ndarray, mask: np.ndarray, path: Path,
-                     color=(30, 144, 255), alpha: float = 0.5) -> None:
+def save_overlay(image: np.ndarray, mask: np.ndarray, path: Path, image_format: str = "PNG",
+                 color=(30, 144, 255), alpha: float = 0.5) -> None:
     out = image.astype(np.float32).copy()
     out[mask] = out[mask] * (1 - alpha) + np.array(color, np.float32) * alpha
-    _save_png(Image.fromarray(out.clip(0, 255).astype(np.uint8)), path)
+    _save(Image.fromarray(out.clip(0, 255).astype(np.uint8)), path, image_format)
+
+
+def save_mask_png(mask: np.ndarray, path: Path) -> None:
+    save_mask(mask, path, "PNG")
+
+
+def save_overlay_png(image: np.ndarray, mask: np.ndarray, path: Path, **style) -> None:
+    save_overlay(image, mask, path, "PNG", **style)

@@ -6,6 +6,10 @@ power cut, and a file killed at any instant still opens. `transaction()` groups 
 changes into one (undo/redo of a merge, an import); it nests through savepoints.
 Observers get (event, payload) after the commit, never for a change that rolled back.
 Schema, migrations and value checks live in `store_schema`.
+
+One writer at a time: opening for writing takes the project lock (`project_lock`), and
+a project opened by another live writer raises ProjectInUseError (the window then
+offers read-only or take-over). `read_only=True` takes no lock and refuses every change.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from annotator.core import store_schema as schema
 from annotator.core.store_schema import ImportReport
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
 from annotator.core.errors import ImageLoadError, ProjectError
-from annotator.core.images import list_images, read_image_info
+from annotator.core.images import list_images, outside_root_problem, read_image_info
+from annotator.core.project_lock import ProjectLock
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,12 @@ class Project:
     """An open project file. Use `Project.create` / `Project.open`, ideally as a context
     manager. Not thread-safe: use it from one thread (the GUI thread or the CLI)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
+    def __init__(self, conn: sqlite3.Connection, path: Path, *,
+                 lock: ProjectLock | None = None, read_only: bool = False):
         self._conn = conn
         self.path = path
+        self._lock = lock
+        self.read_only = read_only
         self._depth = 0
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._listeners: list[Listener] = []
@@ -61,11 +69,17 @@ class Project:
             raise ProjectError(f"{path}: folder {path.parent} does not exist")
         if not root.is_dir():
             raise ProjectError(f"{path}: image root {root} is not a folder")
+        schema.check_sync_mode(path, synchronous)
         try:  # stored relative so project + images can move together
             stored_root = os.path.relpath(root, path.parent)
         except ValueError:  # another drive on Windows
             stored_root = str(root)
-        conn = schema.connect(path, "rwc")
+        lock = ProjectLock.acquire(path)
+        try:
+            conn = schema.connect(path, "rwc")
+        except BaseException:
+            lock.release()
+            raise
         try:
             schema.set_pragmas(conn, path, synchronous)
             conn.execute("BEGIN IMMEDIATE")
@@ -78,41 +92,69 @@ class Project:
             conn.close()
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
+            lock.release()
             if isinstance(exc, sqlite3.Error):
                 raise ProjectError(f"{path}: cannot create the project file: {exc}") from exc
             raise
-        return cls(conn, path)
+        return cls(conn, path, lock=lock)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL") -> Project:
+    def open(cls, path: str | os.PathLike, *, synchronous: str = "FULL",
+             read_only: bool = False, take_over: bool = False) -> Project:
+        """Open for writing (taking the project lock; ProjectInUseError when another
+        live writer has it, unless `take_over`), or `read_only` (no lock, no change
+        possible; an older file is upgraded first only when no writer holds it)."""
         path = Path(path).absolute()
         if not path.is_file():
             raise ProjectError(f"{path}: no such project file")
-        conn = schema.connect(path, "rw")
+        schema.check_sync_mode(path, synchronous)     # a bad argument fails before the lock
+        lock = None if read_only else ProjectLock.acquire(path, take_over=take_over)
+        try:
+            conn = schema.connect(path, "rw")
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         try:
             # Reads only: a refused file is left byte-for-byte as it was.
             version = schema.check_project_file(conn, path)
             schema.set_pragmas(conn, path, synchronous)
-            latest = schema.latest_version()
-            if version < latest:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    schema.migrate(conn, version)
-                    conn.execute("COMMIT")
-                except Exception as exc:
-                    conn.execute("ROLLBACK")
-                    raise ProjectError(f"{path}: upgrading the project from schema version "
-                                       f"{version} to {latest} failed: {exc}"
-                                       ) from exc
+            if version < schema.latest_version():
+                cls._upgrade(conn, path, version, lock)
+            if read_only:
+                conn.execute("PRAGMA query_only = ON")
         except BaseException as exc:
             conn.close()
+            if lock is not None:
+                lock.release()
             if isinstance(exc, sqlite3.Error):   # e.g. a read-only file or folder
                 raise ProjectError(f"{path}: cannot open the project file: {exc}") from exc
             raise
-        return cls(conn, path)
+        return cls(conn, path, lock=lock, read_only=read_only)
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection, path: Path, version: int,
+                 lock: ProjectLock | None) -> None:
+        """Migrate to the latest schema; a reader takes the lock for just that long."""
+        latest = schema.latest_version()
+        held = lock or ProjectLock.acquire(path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                schema.migrate(conn, version)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                conn.execute("ROLLBACK")
+                raise ProjectError(f"{path}: upgrading the project from schema version "
+                                   f"{version} to {latest} failed: {exc}") from exc
+        finally:
+            if lock is None:
+                held.release()
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Project:
         return self
@@ -142,10 +184,18 @@ class Project:
         """One atomic, durable step; nested calls join it (as savepoints). Events raised
         inside are delivered after the outermost commit, or dropped on rollback."""
         conn, depth, mark = self._conn, self._depth, len(self._pending)
+        if self.read_only:
+            raise self._fail("opened read-only; the change was not saved")
         try:
             conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
         except sqlite3.Error as exc:
             raise ProjectError(f"{self.path}: cannot start a change: {exc}") from exc
+        if depth == 0 and self._lock is not None:
+            try:   # under SQLite's write lock: no taker can write between check and commit
+                self._lock.check()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         self._depth += 1
         try:
             yield
@@ -206,7 +256,10 @@ class Project:
         wanted: list[tuple[str, Any]] = []
         for item in items:
             info = item if hasattr(item, "width") and hasattr(item, "path") else None
-            wanted.append((self._name_in_root(info.path if info else item), info))
+            name = self._name_in_root(info.path if info else item)
+            if problem := outside_root_problem(root / name, root):
+                raise self._fail(problem)
+            wanted.append((name, info))
         known = {rec.file_name: rec for rec in self.images()}
         new: dict[str, Any] = {}
         for name, info in wanted:
@@ -251,6 +304,9 @@ class Project:
         for path in list_images(root):
             name = self._name_in_root(path)
             if name in known:
+                continue
+            if problem := outside_root_problem(path, root):     # a symlink out of it
+                report.skipped.append((name, problem))
                 continue
             try:
                 infos.append(read_image_info(path))

@@ -237,8 +237,8 @@ def check_dataset(ds: Dataset, source: str) -> CheckedDataset:
     used_names: set[str] = set()
     for img in ds.images:
         rec = f"image {img.id}"
-        if not is_id(img.id):
-            fail(rec, f"image id {img.id!r} is not a positive integer")
+        if problem := file_id_problem(img.id, "image"):
+            fail(rec, problem)
         if img.id in images:
             fail(rec, f"duplicate image id {img.id}")
         try:
@@ -256,8 +256,8 @@ def check_dataset(ds: Dataset, source: str) -> CheckedDataset:
     names: set[str] = set()
     for cat in ds.categories:
         rec = f"category {cat.id}"
-        if not is_id(cat.id):
-            fail(rec, f"category id {cat.id!r} is not a positive integer")
+        if problem := file_id_problem(cat.id, "category"):
+            fail(rec, problem)
         if cat.id in categories:
             fail(rec, f"duplicate category id {cat.id}")
         if not isinstance(cat.name, str) or not cat.name.strip():
@@ -271,8 +271,8 @@ def check_dataset(ds: Dataset, source: str) -> CheckedDataset:
     seen: set[int] = set()
     for ann in ds.annotations:
         rec = f"annotation {ann.id}"
-        if not is_id(ann.id):
-            fail(rec, f"annotation id {ann.id!r} is not a positive integer")
+        if problem := file_id_problem(ann.id, "annotation"):
+            fail(rec, problem)
         if ann.id in seen:
             fail(rec, f"duplicate annotation id {ann.id}")
         seen.add(ann.id)
@@ -302,6 +302,25 @@ class CheckedDataset:
 
 def is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# Ids a dataset file may carry: 1 .. 2**53 - 1, the integers every JSON reader holds
+# exactly (COCO's own crowd annotation ids, ~9e11, fit). A file id is kept as the
+# project's id only up to KEEP_ID_LIMIT; a larger one gets a new id. So however a file
+# numbers its records, SQLite's id counter (which ends at 2**63 - 1, after which nothing
+# can be saved) stays near 2**52 at most, and every id the project exports is again an
+# id a file may carry.
+MAX_FILE_ID = 2**53 - 1
+KEEP_ID_LIMIT = 2**52
+
+
+def file_id_problem(value: Any, kind: str) -> str | None:
+    """Why `value` cannot be the id of a `kind` record in a dataset file (None if it can)."""
+    if not is_id(value):
+        return f"{kind} id {value!r} is not a positive integer"
+    if value > MAX_FILE_ID:
+        return f"id too large; ids must be between 1 and {MAX_FILE_ID} (2^53 - 1)"
+    return None
 
 
 # ---- opening a file ------------------------------------------------------------------
@@ -343,9 +362,13 @@ def check_project_file(conn: sqlite3.Connection, path: Path) -> int:
     return version
 
 
-def set_pragmas(conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
+def check_sync_mode(path: Path, synchronous: str) -> None:
     if synchronous not in SYNC_MODES:
         raise ProjectError(f"{path}: synchronous must be one of {SYNC_MODES}, not {synchronous!r}")
+
+
+def set_pragmas(conn: sqlite3.Connection, path: Path, synchronous: str) -> None:
+    check_sync_mode(path, synchronous)
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":
         raise ProjectError(f"{path}: cannot switch the project to WAL mode (got {mode!r})")
@@ -436,15 +459,15 @@ def insert_dataset(conn: sqlite3.Connection, ds: Dataset, checked: CheckedDatase
 def _insert_keeping_ids(conn: sqlite3.Connection, table: str,
                         rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
     """Insert rows given as (dataset id, columns); returns dataset id -> project id.
-    A dataset id is kept when the project never handed it out (ids are never reused),
-    so export -> import into a new project keeps every id; the others get new ids,
-    inserted last so they cannot take a kept one."""
+    A dataset id is kept when the project never handed it out (ids are never reused)
+    and it is at most KEEP_ID_LIMIT, so export -> import into a new project keeps every
+    id; the others get new ids, inserted last so they cannot take a kept one."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     issued = row[0] if row else 0
     ids: dict[int, int] = {}
     for keep in (True, False):
         for ds_id, columns in sorted(rows, key=lambda r: r[0]):
-            if (ds_id > issued) != keep:
+            if (issued < ds_id <= KEEP_ID_LIMIT) != keep:
                 continue
             names = ["id", *columns]
             cur = conn.execute(

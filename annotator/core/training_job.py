@@ -84,7 +84,7 @@ def export_project_for_training(project: Any, out_dir: str | Path) -> tuple[Path
     from annotator.core.formats import coco
     from annotator.core.store import Project
     if isinstance(project, (str, os.PathLike)):
-        opened = Project.open(project)
+        opened = Project.open(project, read_only=True)   # the window holds the lock
         try:
             return export_project_for_training(opened, out_dir)
         finally:

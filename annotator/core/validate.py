@@ -17,6 +17,7 @@ from typing import Any
 from annotator.core import geometry
 from annotator.core.errors import FormatError, ImageLoadError
 from annotator.core.formats import _common as common
+from annotator.core.store_schema import file_id_problem
 
 # A box may overshoot the image by this much (float rounding) before it is "outside".
 BOX_SLACK = 1e-3
@@ -73,6 +74,9 @@ def _ids(items: list[Any], kind: str, problems: list[Problem]) -> list[tuple[str
         if not isinstance(oid, int) or isinstance(oid, bool) or oid <= 0:
             problems.append(Problem(rec, f"'id' must be a positive integer, found "
                                          f"{common.json_kind(oid)}"))
+            oid = None
+        elif too_large := file_id_problem(oid, kind):
+            problems.append(Problem(rec, too_large))    # import refuses it too
             oid = None
         elif oid in seen:
             problems.append(Problem(rec, f"duplicate {kind} id {oid} (also {kind}s[{seen[oid]}])"))

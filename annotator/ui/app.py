@@ -47,26 +47,48 @@ def project_path_for(folder: Path) -> Path:
     return _data_dir() / "projects" / f"{folder.name}-{digest}" / PROJECT_FILE
 
 
-def open_target(target: str | os.PathLike | None) -> Project:
-    """A folder of images (its project is created or opened, and new images are added)
-    or a project file. ProjectError names the path and the problem."""
+def open_target(target: str | os.PathLike | None, *, read_only: bool = False,
+                take_over: bool = False, skipped: list | None = None) -> Project:
+    """A folder of images (its project is created or opened, and new images are added;
+    files that cannot be added go to `skipped` as (name, why)) or a project file.
+    ProjectError names the path and the problem; ProjectInUseError when another
+    window holds it (then ask, and call again with `read_only` or `take_over`)."""
     path = Path(target) if target is not None else samples_folder()
     if path.is_dir():
         project_file = project_path_for(path)
         if project_file.exists():
-            project = Project.open(project_file)
+            project = Project.open(project_file, read_only=read_only, take_over=take_over)
         else:
             project_file.parent.mkdir(parents=True, exist_ok=True)
             project = Project.create(project_file, path)
+        if project.read_only:
+            return project        # new images are added by the window that writes
         try:
-            project.scan_folder()
+            report = project.scan_folder()
         except BaseException:
             project.close()
             raise
+        if skipped is not None:
+            skipped.extend(report.skipped)
         return project
     if path.is_file():
-        return Project.open(path)
+        return Project.open(path, read_only=read_only, take_over=take_over)
     raise ProjectError(f"{path}: no such folder or project file")
+
+
+def _open_asking(target, on_in_use, skipped: list) -> Project | None:
+    """open_target, asking `on_in_use(error)` what to do when another window has the
+    project; None when the user cancels."""
+    from annotator.core.project_lock import ProjectInUseError
+    from annotator.ui.project_in_use import READ_ONLY, TAKE_OVER
+    try:
+        return open_target(target, skipped=skipped)
+    except ProjectInUseError as exc:
+        choice = on_in_use(exc)
+    if choice not in (READ_ONLY, TAKE_OVER):
+        return None
+    return open_target(target, read_only=choice == READ_ONLY, take_over=choice == TAKE_OVER,
+                       skipped=skipped)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,28 +106,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = True,
-        models_dir: str | None = None):
+        models_dir: str | None = None, on_in_use=None):
     """Open `target` and show the window; with `exec_loop`, run Qt until it closes and
     return the exit code, else return the window (tests drive it). `models_dir` is where
-    the model picker looks and downloads (None: $ANNOTATOR_MODELS_DIR or the default)."""
+    the model picker looks and downloads (None: $ANNOTATOR_MODELS_DIR or the default).
+    `on_in_use(error) -> "read-only" | "take-over" | "cancel"` decides what to do with a
+    project another window has open (default: ask with ProjectInUseDialog); cancel
+    returns exit status 2, or None without `exec_loop`."""
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from annotator.ui.main_window import MainWindow
+    from annotator.ui.project_in_use import ask_how_to_open
     from annotator.ui.settings import open_settings
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("annotator")
     app.setOrganizationName("sam-annotator")
+    skipped: list[tuple[str, str]] = []
     try:
-        project = open_target(target)
+        project = _open_asking(target, on_in_use or ask_how_to_open, skipped)
     except CoreError as exc:
         if not exec_loop:
             raise
         QMessageBox.critical(None, "Cannot open", str(exc))
         print(f"annotator gui: error: {exc}", file=sys.stderr)
         return 2
+    if project is None:
+        print("annotator gui: the project is in use elsewhere; not opened", file=sys.stderr)
+        return 2 if exec_loop else None
+    for name, why in skipped:
+        print(f"annotator gui: skipped {name}: {why}", file=sys.stderr)
     window = MainWindow(project, session_factory, open_settings(settings_path),
                         models_dir=models_dir)
+    if skipped:
+        window.statusBar().showMessage(f"skipped {len(skipped)} file(s); {skipped[0][0]}: "
+                                       f"{skipped[0][1]}")
     window.show()
     if not exec_loop:
         return window

@@ -9,20 +9,27 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
                                QMessageBox, QPushButton, QWidget)
 
 from annotator.core.errors import CoreError
+from annotator.core.export_guard import ExportGuard, ExportRefused
 from annotator.core.formats import FORMATS, check_options, get_format
 from annotator.core.store import Project
 
 
-def export_project(project: Project, format_name: str, out: str | Path,
-                   **options) -> list[Path]:
+def export_project(project: Project, format_name: str, out: str | Path, *,
+                   overwrite: bool = False, **options) -> list[Path]:
     """Write the whole project as `format_name` to `out` (a file for coco, else a folder).
-    ValueError for an unknown format or option; the writer's own errors propagate."""
+    ValueError for an unknown format or option; ExportRefused for a destination the
+    export may not write (core.export_guard); the writer's own errors propagate."""
     spec = get_format(format_name)
     check_options(spec, options)
     out = Path(out)
     if not str(out).strip() or str(out) == ".":
         raise ValueError("choose where to write the export")
-    return spec.write(project.export_dataset(), out, project.image_root, **options)
+    guard = ExportGuard.for_project(project, spec.name, out, spec.output == "folder"
+                                    or options.get("split") is not None, overwrite)
+    written = spec.write(project.export_dataset(), out, project.image_root,
+                         check_paths=guard.check, **options)
+    guard.record(written)
+    return written
 
 
 def default_output(project: Project, format_name: str) -> Path:
@@ -98,11 +105,30 @@ class ExportDialog(QDialog):
 
     def accept(self) -> None:
         """Export; on an error say what went wrong and keep the dialog open."""
-        try:
-            opts = self.options()
-            check_options(get_format(self.format_name), opts)
-            self.written = export_project(self.project, self.format_name, self.out.text(), **opts)
-        except (CoreError, ValueError, OSError) as exc:
-            QMessageBox.warning(self, "Export failed", str(exc))
-            return
+        overwrite = False
+        while True:
+            try:
+                opts = self.options()
+                check_options(get_format(self.format_name), opts)
+                self.written = export_project(self.project, self.format_name, self.out.text(),
+                                              overwrite=overwrite, **opts)
+            except ExportRefused as exc:
+                if exc.overridable and not overwrite and self._confirm_overwrite(str(exc)):
+                    overwrite = True
+                    continue
+                if not exc.overridable:
+                    QMessageBox.warning(self, "Export failed", str(exc))
+                return
+            except (CoreError, ValueError, OSError) as exc:
+                QMessageBox.warning(self, "Export failed", str(exc))
+                return
+            break
         super().accept()
+
+    def _confirm_overwrite(self, problem: str) -> bool:
+        """Existing files an earlier export did not write: replace them only if asked."""
+        answer = QMessageBox.question(
+            self, "Replace files?", problem.replace("give --overwrite", "choose Yes"),
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes

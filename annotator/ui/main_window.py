@@ -57,7 +57,8 @@ class MainWindow(QMainWindow):
         self._dirty: set[str] = set()
         self._count_images: set[int] = set()   # rows of the image list to update
         self._closed = False
-        self.setWindowTitle(f"Annotator — {project.path}")
+        self._title_suffix = " (read-only)" if project.read_only else ""
+        self.setWindowTitle(f"Annotator — {project.path}{self._title_suffix}")
 
         self.bridge = EventBridge(self)
         self.session = self._new_session() if session_factory else None
@@ -146,6 +147,9 @@ class MainWindow(QMainWindow):
         self.latency_label = QLabel("latency: —", self)
         for label in (self.engine_label, self.device_label, self.latency_label):
             self.statusBar().addPermanentWidget(label)
+        if self.project.read_only:    # opened while another window holds the project
+            self.statusBar().addPermanentWidget(QLabel("read-only: changes are not saved",
+                                                       self))
 
     def _connect(self) -> None:
         self.images.image_chosen.connect(self.show_image)
@@ -191,7 +195,8 @@ class MainWindow(QMainWindow):
         self._refresh_instances(keep_selection=False)
         self.labeler.prefetch([(i, str(self.project.image_root / self.project.image(i).file_name))
                                for i in self.images.following(image_id, self.prefetch_count)])
-        self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}")
+        self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}"
+                            f"{self._title_suffix}")
 
     def step_image(self, step: int) -> None:
         target = self.images.neighbour(self.image_id, step)

@@ -56,7 +56,7 @@ def test_export_options(work, capsys):
     code, _, _ = run(capsys, "export", "coco", "split", "--split", "group",
                      "--val-fraction", "0.5", "--seed", "3")
     assert code == 0 and sorted(p.name for p in (work / "split").iterdir()) == \
-        ["train.json", "val.json"]
+        [".annotator-exports", "train.json", "val.json"]   # + what this export wrote
     code, _, _ = run(capsys, "export", "labelme", "lm", "--image-data", "--tolerance", "1")
     assert code == 0 and json.loads((work / "lm" / "a.json").read_text())["imageData"]
     code, _, err = run(capsys, "export", "yolo", "y", "--image-data")
@@ -131,5 +131,6 @@ def test_validate_reports_every_problem(work, capsys):
                      "warning: annotation id 121: area 1 differs",
                      "image id 15: file name '../escape.png' escapes the image root"):
         assert expected in out, expected
-    code, out, _ = run(capsys, "validate", "missing.json", "--images", "images")
-    assert code == 1 and "file not found" in out
+    # a file that is not there is bad input (exit 2, one line), not a report (exit 1)
+    code, out, err = run(capsys, "validate", "missing.json", "--images", "images")
+    assert code == 2 and "missing.json: file not found" in err and not out

@@ -1,4 +1,5 @@
-"""A writer process killed with SIGKILL at random moments loses no accepted edit.
+"""A writer process killed with SIGKILL at random moments loses no accepted edit, and an
+importer killed in the middle of a 2,000-annotation import leaves all of it or none.
 
 The child opens the project and edits in a loop, printing "ACK n" only after edit n's
 method returned (= committed). The parent kills it after a random number of ACKs or
@@ -130,3 +131,97 @@ def test_sigkill_at_random_points_loses_no_accepted_edit(tmp_path: Path):
         assert present - before <= set(acks) | {start + len(acks)}
         start = max(present, default=-1) + 1
     assert total_acks >= KILLS     # the kills did land among edits, not only at start-up
+
+
+IMPORT_KILLS = 32
+IMPORT_SIZE = 2000
+
+IMPORTER = """
+import sys, time
+from annotator.core.formats import coco
+from annotator.core.store import Project
+
+path, data, root = sys.argv[1:4]
+ds = coco.read(data, root)               # read and checked before the project is touched
+with Project.open(path) as project:      # takes over the lock a killed importer left
+    print("BEGIN", flush=True)
+    t0 = time.perf_counter()
+    project.import_dataset(ds, source=data)
+    print(f"DONE {time.perf_counter() - t0:.3f}", flush=True)
+"""
+
+
+def _import_dataset_file(root: Path, out: Path) -> None:
+    """A COCO file with IMPORT_SIZE small annotations on one image."""
+    import numpy as np
+    from annotator.core import geometry
+    from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
+    from annotator.core.formats import coco
+    anns = []
+    for i in range(IMPORT_SIZE):
+        m = np.zeros((H, W), bool)
+        y, x = (i * 7) % (H - 4), (i * 13) % (W - 4)
+        m[y:y + 3 + i % 2, x:x + 3] = True
+        anns.append(AnnotationRecord(id=i + 1, image_id=1, category_id=1,
+                                     rle=geometry.mask_to_rle(m), engine=f"import-{i}"))
+    ds = Dataset(images=[ImageRecord(id=1, file_name="a.png", width=W, height=H)],
+                 categories=[CategoryRecord(id=1, name="thing")], annotations=anns)
+    coco.write(ds, out)
+
+
+def run_importer(script: Path, project: Path, data: Path, root: Path,
+                 delay: float | None) -> tuple[bool, float | None]:
+    """Run one import; SIGKILL it `delay` seconds after it began writing (None: let it
+    finish). Returns (it said DONE, its import time)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ANNOTATOR_EXPORT_WORKERS": "1"}
+    child = subprocess.Popen([sys.executable, str(script), str(project), str(data), str(root)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().startswith("BEGIN"), child.stderr.read()
+    if delay is None:
+        line = child.stdout.readline()
+        child.wait()
+        assert child.returncode == 0, child.stderr.read()
+        child.stdout.close()
+        child.stderr.close()
+        return True, float(line.split()[1])
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = child.stdout.read().startswith("DONE")
+    child.stdout.close()
+    child.stderr.close()
+    return done, None
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_2000_annotation_import_leaves_all_or_nothing(tmp_path: Path):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (W, H)).save(root / "a.png")
+    data = tmp_path / "import.json"
+    _import_dataset_file(root, data)
+    path = tmp_path / "p.annot"
+    Project.create(path, root).close()
+    script = tmp_path / "importer.py"
+    script.write_text(IMPORTER)
+    done, took = run_importer(script, path, data, root, None)   # how long one import takes
+    imports = 1
+    rng = random.Random(20240612)
+    mid_import = 0
+    for _ in range(IMPORT_KILLS):
+        delay = rng.uniform(0.0, 1.2 * took)
+        finished, _ = run_importer(script, path, data, root, delay)
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        conn.close()
+        with Project.open(path) as project:          # opens: the dead importer's lock is stale
+            count = len(project.annotations())
+        assert count % IMPORT_SIZE == 0, f"part of an import was kept: {count}"
+        got = count // IMPORT_SIZE
+        # a finished import is there in full; a killed one wholly or (killed between
+        # its commit and its DONE) not at all
+        assert got == imports + 1 if finished else got in (imports, imports + 1)
+        mid_import += got == imports
+        imports = got
+    print(f"{mid_import} of {IMPORT_KILLS} kills landed inside an import")   # -s shows it
+    assert mid_import >= IMPORT_KILLS // 2        # most kills landed inside an import

@@ -10,7 +10,7 @@ import posixpath
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from annotator.core.dataset import ImageRecord
 from annotator.core.errors import FormatError, ImageLoadError
@@ -189,18 +189,15 @@ def check_image_files(images: Iterable[ImageRecord], image_root: Path, path: Any
 
 
 def _check_image_job(job: tuple[str, str, int, int, int, str]) -> tuple[str, int]:
-    from annotator.core.images import read_image_info
+    from annotator.core.images import outside_root_problem, read_image_info
     root_text, name, width, height, image_id, path = job
     root = Path(root_text)
     record = f"image id {image_id} ({name})" if image_id else f"image {name!r}"
     file = root / name
     if not file.is_file():
         raise FormatError(path, f"image file {file} does not exist", record)
-    try:
-        file.resolve().relative_to(root)
-    except ValueError:
-        raise FormatError(path, f"image file {file} leads outside the image root {root}",
-                          record) from None
+    if problem := outside_root_problem(file, root):
+        raise FormatError(path, problem, record)
     try:
         info = read_image_info(file)
         check_complete(file)
@@ -245,6 +242,16 @@ def check_size(width: int, height: int, path: Any, record: str) -> None:
 
 # ---- atomic writes ---------------------------------------------------------------------
 
+# A writer's `check_paths(paths)`: sees every path before the first write; raising
+# stops the export with nothing written (core.export_guard.ExportGuard.check).
+PathCheck = Callable[[Sequence[Path]], None]
+
+
+def check_destinations(check_paths: PathCheck | None, paths: Sequence[Path]) -> None:
+    if check_paths is not None:
+        check_paths(list(paths))
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -254,8 +261,11 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     thousands of small files of a multi-file export) keeps that promise against a killed
     process but not against a power cut."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:   # name the file we meant to write, not a temp name
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)   # mkstemp makes 0600; exports are shared files
         with os.fdopen(fd, "wb") as f:
@@ -264,11 +274,13 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

@@ -202,9 +202,11 @@ def _is_color(color: str) -> bool:
 
 def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
           tolerance: float = 0.0, min_iou: float | None = None, split: Any = None,
-          indent: int | None = None) -> list[Path]:
+          indent: int | None = None,
+          check_paths: common.PathCheck | None = None) -> list[Path]:
     """Write `ds` as COCO to the file `out`, or with `split` to `out/train.json` and
-    `out/val.json`. Returns the files written. Nothing is written if any mask fails."""
+    `out/val.json`. Returns the files written. Nothing is written if any mask fails, or
+    if `check_paths` (given every path before the first write) raises."""
     tolerance = float(tolerance)
     if not tolerance >= 0.0:
         raise ValueError(f"tolerance must be >= 0 pixels, not {tolerance}")
@@ -214,11 +216,14 @@ def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | N
     out = Path(out)
     doc = to_coco_dict(ds, tolerance=tolerance, min_iou=min_iou)
     if split_spec is None:
-        common.atomic_write_text(out, _dumps(doc, indent))
+        text = _dumps(doc, indent)
+        common.check_destinations(check_paths, [out])
+        common.atomic_write_text(out, text)
         return [out]
     train_ids, val_ids = split_image_ids(ds, split_spec)
     parts = {"train.json": train_ids, "val.json": val_ids}
     texts = {name: _dumps(_subset_doc(doc, ids), indent) for name, ids in parts.items()}
+    common.check_destinations(check_paths, [out / name for name in texts])
     written = []
     for name, text in texts.items():       # both are rendered before either is written
         common.atomic_write_text(out / name, text)

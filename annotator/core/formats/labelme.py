@@ -263,9 +263,11 @@ def _mask_shape(f: common.Fields, points: list[tuple[float, float]], height: int
 
 def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
           tolerance: float = 0.0, min_iou: float | None = None,
-          image_data: bool = False) -> list[Path]:
+          image_data: bool = False,
+          check_paths: common.PathCheck | None = None) -> list[Path]:
     """One LabelMe JSON per image under the folder `out` (mirroring the image tree).
-    Every file is rendered before the first is written; each is written atomically."""
+    Every file is rendered before the first is written (and handed to `check_paths`,
+    which may refuse them all); each is written atomically."""
     if image_root is None:
         raise ValueError("LabelMe export needs the image root (imagePath is relative)")
     tolerance = float(tolerance)
@@ -299,8 +301,10 @@ def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | N
             "imageData": _image_data(image_file) if image_data else None,
             "imageHeight": img.height, "imageWidth": img.width,
         }))
-    for json_path, doc in docs:
-        common.atomic_write_text(json_path, _labelme_json(doc), fsync=False)
+    texts = [(json_path, _labelme_json(doc)) for json_path, doc in docs]
+    common.check_destinations(check_paths, [p for p, _ in texts])
+    for json_path, text in texts:
+        common.atomic_write_text(json_path, text, fsync=False)
     return [p for p, _ in docs]
 
 

@@ -45,7 +45,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # ---- writing ----------------------------------------------------------------------------
 
 def write_semantic(ds: Dataset, out: str | os.PathLike,
-                   image_root: str | os.PathLike | None = None) -> list[Path]:
+                   image_root: str | os.PathLike | None = None, *,
+                   check_paths: common.PathCheck | None = None) -> list[Path]:
     out = Path(out)
     categories = sorted(ds.categories, key=lambda c: c.id)
     value_of = {c.id: k for k, c in enumerate(categories, 1)}
@@ -59,11 +60,12 @@ def write_semantic(ds: Dataset, out: str | os.PathLike,
     index = {"format": "png-semantic", "background": 0,
              "classes": [{"value": value_of[c.id], **_category_entry(c)} for c in categories],
              "images": entries}
-    return _write_all(pngs, out / SEMANTIC_INDEX, index)
+    return _write_all(pngs, out / SEMANTIC_INDEX, index, check_paths)
 
 
 def write_instance(ds: Dataset, out: str | os.PathLike,
-                   image_root: str | os.PathLike | None = None) -> list[Path]:
+                   image_root: str | os.PathLike | None = None, *,
+                   check_paths: common.PathCheck | None = None) -> list[Path]:
     out = Path(out)
     entries, jobs = [], []
     for img, anns in _images_with_annotations(ds):
@@ -81,7 +83,7 @@ def write_instance(ds: Dataset, out: str | os.PathLike,
              "categories": [_category_entry(c) for c in sorted(ds.categories,
                                                                 key=lambda c: c.id)],
              "images": entries}
-    return _write_all(pngs, out / INSTANCE_INDEX, index)
+    return _write_all(pngs, out / INSTANCE_INDEX, index, check_paths)
 
 
 def _images_with_annotations(ds: Dataset):
@@ -139,11 +141,13 @@ def _index_json(index: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def _write_all(pngs: list[tuple[Path, bytes]], index_path: Path,
-               index: dict[str, Any]) -> list[Path]:
+def _write_all(pngs: list[tuple[Path, bytes]], index_path: Path, index: dict[str, Any],
+               check_paths: common.PathCheck | None) -> list[Path]:
+    text = _index_json(index)
+    common.check_destinations(check_paths, [p for p, _ in pngs] + [index_path])
     for path, data in pngs:
         common.atomic_write_bytes(path, data, fsync=False)
-    common.atomic_write_text(index_path, _index_json(index))  # last: a complete export
+    common.atomic_write_text(index_path, text)  # last: a complete export
     return [p for p, _ in pngs] + [index_path]
 
 

@@ -52,8 +52,9 @@ COORD_MARGIN = 0.01
 # ---- writing ----------------------------------------------------------------------------
 
 def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | None = None, *,
-          tolerance: float = 0.0) -> list[Path]:
-    """Write `ds` as YOLO segmentation under the folder `out`; returns the files written."""
+          tolerance: float = 0.0, check_paths: common.PathCheck | None = None) -> list[Path]:
+    """Write `ds` as YOLO segmentation under the folder `out`; returns the files written
+    (none if `check_paths`, given every path before the first write, raises)."""
     if image_root is None:
         raise ValueError("YOLO export needs the image root (images.txt lists the images)")
     tolerance = float(tolerance)
@@ -75,6 +76,8 @@ def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | N
         text = "".join(line for line in (next(lines) for _ in per_image.get(img.id, []))
                        if line)
         texts.append((out / LABELS / Path(img.file_name).with_suffix(".txt"), text))
+    common.check_destinations(check_paths, [label for label, _ in texts]
+                              + [out / IMAGE_LIST, out / DATA_YAML])
     written = []
     for label, text in texts:
         common.atomic_write_text(label, text, fsync=False)
@@ -240,7 +243,9 @@ def _read_image(job: tuple[str, str, str, int, bool]
                 ) -> tuple[ImageRecord, list[tuple[int, dict[str, Any], int]]]:
     """One image (id 0 for now) and its objects as (class, rle, line number)."""
     folder, root, name, n_classes, check_images = Path(job[0]), Path(job[1]), *job[2:]
-    from annotator.core.images import read_image_info
+    from annotator.core.images import outside_root_problem, read_image_info
+    if problem := outside_root_problem(root / name, root):    # the rule COCO follows
+        raise FormatError(folder / IMAGE_LIST, problem, f"image {name!r}")
     try:
         info = read_image_info(root / name)
         if check_images:
