@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 import os
@@ -38,10 +37,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
-from annotator.core.errors import FormatError
+from annotator.core.errors import FormatError, ImageLoadError
 from annotator.core.formats import _common as common
 from annotator.core.formats._masks import crop_to_rle, decode_crop
 from annotator.core.formats._parallel import parallel_map
+from annotator.core.images import DECODE_ERRORS, open_image
 
 LABELME_VERSION = "5.5.0"
 AREA_SHAPES = ("polygon", "rectangle", "circle", "oriented_rectangle", "mask")
@@ -242,15 +242,21 @@ def _mask_shape(f: common.Fields, points: list[tuple[float, float]], height: int
     data = f.get("mask", "str")
     try:
         png = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(png)) as im:
+    except (binascii.Error, ValueError) as exc:
+        f.fail(f"'mask' is not a base64-encoded image ({exc})")
+    try:
+        # through the one allow-listed door: an EPS here would otherwise run Ghostscript
+        with open_image(png, "'mask'") as im:
             if im.width > width or im.height > height:
                 f.fail(f"'mask' image is {im.width}x{im.height}, larger than the "
                        f"{width}x{height} image")
             patch = np.asarray(im.convert("L")) > 0
     except FormatError:
         raise
-    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError) as exc:
-        f.fail(f"'mask' is not a base64-encoded image ({exc})")
+    except ImageLoadError as exc:
+        f.fail(str(exc))
+    except DECODE_ERRORS as exc:
+        f.fail(f"'mask' image cannot be decoded ({exc})")
     x1, y1 = (int(round(v)) for v in points[0])   # labelme: patch origin = first point
     ys, xs = max(y1, 0), max(x1, 0)
     ye, xe = min(y1 + patch.shape[0], height), min(x1 + patch.shape[1], width)
