@@ -46,6 +46,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from annotator.core.engine_image import load_engine_copy
     from annotator.core.images import load_image
     from annotator.core.masks_io import save_mask_png, save_overlay_png
     from engines.router import Router
@@ -53,7 +54,7 @@ def run(args) -> int:
 
     if args.checkpoint and not args.engine:
         raise SystemExit("annotator segment: error: --checkpoint needs --engine (sam, sam2, ...)")
-    image = load_image(args.image)
+    copy = load_engine_copy(args.image)   # engines need only a reduced copy
     points = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2)
     labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in args.point], dtype=np.int32)
     prompt = Prompt(points=points if len(points) else None, labels=labels if len(points) else None,
@@ -64,14 +65,15 @@ def run(args) -> int:
                           fine_edges=args.fine_edges, engine=args.engine)
     engine = routed.engine
     t0 = time.perf_counter()
-    emb, source = _embed(engine, image, use_cache=not args.no_cache)
+    emb, source = _embed(engine, copy, use_cache=not args.no_cache)
+    del copy
     t1 = time.perf_counter()
     pred = engine.predict(emb, prompt)
     t2 = time.perf_counter()
     mask = pred.masks[0]
     save_mask_png(mask, args.out)
-    if args.overlay:
-        save_overlay_png(image, mask, args.overlay)
+    if args.overlay:   # the full-size pixels, read only now that the engine's are gone
+        save_overlay_png(load_image(args.image), mask, args.overlay)
     print(f"engine: {routed.explain()}")
     print(f"device: {getattr(engine, 'device', 'cpu')}; embedding: {source} in {1000 * (t1 - t0):.0f} ms; "
           f"decode: {1000 * (t2 - t1):.0f} ms")
@@ -79,11 +81,17 @@ def run(args) -> int:
     return 0
 
 
-def _embed(engine, image, use_cache: bool):
-    """Embed through the on-disk cache for model engines; the classic engine is cheap."""
+def _embed(engine, copy, use_cache: bool):
+    """Embed the engine's copy through the on-disk cache for model engines (the classic
+    engine is cheap); the embedding answers in the full image's pixels."""
+    from annotator.core.engine_image import at_full_size, check_copy_is_enough
+    from annotator.core.service_prefetch import encoder_input_side
+    image = copy.pixels
+    check_copy_is_enough(encoder_input_side(engine), image.shape[:2], copy.full_size)
     if not use_cache or not getattr(engine, "input_side", None):
-        return engine.embed(image), "computed"
+        return at_full_size(engine.embed(image), copy.full_size), "computed"
     from engines.cache import CacheKey, EmbeddingCache, default_cache_dir, image_digest
     cache = EmbeddingCache(memory_mb=0, disk_dir=default_cache_dir())
     key = CacheKey(image_digest(image), engine.backbone_key, engine.input_side)
-    return cache.get_or_compute(key, lambda: engine.embed(image))
+    emb, source = cache.get_or_compute(key, lambda: engine.embed(image))
+    return at_full_size(emb, copy.full_size), source

@@ -73,7 +73,7 @@ _REFUSED_SIGNATURES = (
     (b"%PDF", "a PDF file"), (b"GIF8", "a GIF image"), (b"8BPS", "a Photoshop (PSD) file"),
     (b"\0\0\1\0", "an ICO icon"), (b"<?xml", "XML (SVG?) text"), (b"<svg", "an SVG drawing"),
 )
-_STRIPE_BYTES = 16 << 20   # Pillow -> numpy copy of a full-size load, a stripe at a time
+_STRIPE_BYTES = 4 << 20   # Pillow -> numpy copy of a full-size load, a stripe at a time
 
 _LIMIT_LOCK = threading.Lock()
 # EXIF orientation -> the numpy view that displays it (as ImageOps.exif_transpose does);
