@@ -33,6 +33,7 @@ from annotator.core import geometry
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
 from annotator.core.errors import FormatError, ImageLoadError
 from annotator.core.formats import _common as common
+from annotator.core.formats._labels import without_ignore_regions
 from annotator.core.formats._masks import decode_crop, label_image_rles
 from annotator.core.formats._parallel import parallel_map
 from annotator.core.images import DECODE_ERRORS, open_image
@@ -50,6 +51,7 @@ _LABEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L")
 def write_semantic(ds: Dataset, out: str | os.PathLike,
                    image_root: str | os.PathLike | None = None) -> list[Path]:
     out = Path(out)
+    ds = without_ignore_regions(ds)      # a class-index PNG cannot mark "ignore"
     categories = sorted(ds.categories, key=lambda c: c.id)
     value_of = {c.id: k for k, c in enumerate(categories, 1)}
     bits = 8 if len(categories) <= 255 else 16
@@ -68,6 +70,7 @@ def write_semantic(ds: Dataset, out: str | os.PathLike,
 def write_instance(ds: Dataset, out: str | os.PathLike,
                    image_root: str | os.PathLike | None = None) -> list[Path]:
     out = Path(out)
+    ds = without_ignore_regions(ds)
     entries, jobs = [], []
     for img, anns in _images_with_annotations(ds):
         if len(anns) > 65535:
