@@ -28,9 +28,10 @@ def test_the_fuzz_settings_inherit_the_profile(ci, expected):
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci is not None:
         env["CI"] = ci
-    code = ("import sys; sys.path[:0] = [%r, %r]; import conftest, test_format_fuzz as f; "
+    fuzz = next(TESTS.rglob("test_format_fuzz.py"))      # wherever the tests are filed
+    code = ("import sys; sys.path[:0] = [%r, %r, %r]; import conftest, test_format_fuzz as f; "
             "print(f.SETTINGS.derandomize, conftest.hypothesis_profiles.running_in_ci())"
-            % (str(TESTS), str(TESTS.parent)))
+            % (str(fuzz.parent), str(TESTS), str(TESTS.parent)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, cwd=TESTS, timeout=120)
     assert out.returncode == 0, out.stderr
