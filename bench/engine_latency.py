@@ -107,16 +107,18 @@ def pick_image(path: Path | None) -> tuple[Path, str]:
 
 def load_image(path: Path) -> np.ndarray:
     """RGB uint8, scaled to cover 1024x768 and centre-cropped to exactly that."""
-    from PIL import Image, ImageOps
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        w, h = im.size
-        scale = max(SIZE[0] / w, SIZE[1] / h)
-        nw, nh = max(SIZE[0], round(w * scale)), max(SIZE[1], round(h * scale))
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - SIZE[0]) // 2, (nh - SIZE[1]) // 2
-        im = im.crop((left, top, left + SIZE[0], top + SIZE[1]))
-        return np.asarray(im, dtype=np.uint8).copy()
+    from PIL import Image
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from annotator.core.images import load_image as decode   # the product's one decoder
+    im = Image.fromarray(decode(path))
+    w, h = im.size
+    scale = max(SIZE[0] / w, SIZE[1] / h)
+    nw, nh = max(SIZE[0], round(w * scale)), max(SIZE[1], round(h * scale))
+    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - SIZE[0]) // 2, (nh - SIZE[1]) // 2
+    im = im.crop((left, top, left + SIZE[0], top + SIZE[1]))
+    return np.asarray(im, dtype=np.uint8).copy()
 
 
 def make_clicks(n: int, seed: int = 0) -> dict:

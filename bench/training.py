@@ -64,6 +64,7 @@ def photo_items(n_images: int | None = None, size: int = 640):
     mostly come from different images (15 images: ~3.8 distinct in a batch of 4)."""
     import cv2
 
+    from annotator.core.images import load_image
     from training.items import items_from_arrays
     folders = (ROOT.parent / "shared" / "data" / "photos", ROOT / "resources" / "samples")
     photos = [p for folder in folders if folder.is_dir()
@@ -71,7 +72,7 @@ def photo_items(n_images: int | None = None, size: int = 640):
     rng = np.random.default_rng(0)
     items = []
     for path in photos[:n_images]:
-        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = load_image(path)
         image = cv2.resize(image, (size, size * image.shape[0] // image.shape[1]))
         h, w = image.shape[:2]
         yy, xx = np.mgrid[:h, :w]

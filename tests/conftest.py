@@ -13,6 +13,10 @@ if str(REPO) not in sys.path:
 
 import pytest  # noqa: E402
 
+import hypothesis_profiles  # noqa: E402
+
+hypothesis_profiles.load()   # derandomised under CI, random locally (see that module)
+
 
 @pytest.fixture(scope="session")
 def tiny_sam_model():

@@ -98,6 +98,7 @@ def _check_checkpoint_option(args) -> None:
 
 
 def run(args) -> int:
+    from annotator.core.engine_image import load_engine_copy
     from annotator.core.images import load_image
     from annotator.core.masks_io import save_mask, save_overlay
     from engines.router import Router
@@ -110,7 +111,7 @@ def run(args) -> int:
     mask_format = output_format(args.out, args.image, "--out", MASK_FORMATS)
     overlay_format = None if args.overlay is None else \
         output_format(args.overlay, args.image, "--overlay", OVERLAY_FORMATS)
-    image = load_image(args.image)      # always H x W x 3 RGB (grayscale is converted)
+    copy = load_engine_copy(args.image)   # engines need only a reduced copy (RGB)
     points = np.array([p[:2] for p in args.point], dtype=np.float32).reshape(-1, 2)
     labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in args.point], dtype=np.int32)
     prompt = Prompt(points=points if len(points) else None, labels=labels if len(points) else None,
@@ -121,7 +122,8 @@ def run(args) -> int:
                           fine_edges=args.fine_edges, engine=args.engine)
     engine = routed.engine
     t0 = time.perf_counter()
-    emb, source = _embed(engine, image, use_cache=not args.no_cache)
+    emb, source = _embed(engine, copy, use_cache=not args.no_cache)
+    del copy
     t1 = time.perf_counter()
     pred = engine.predict(emb, prompt)
     t2 = time.perf_counter()
@@ -135,17 +137,23 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     save_mask(mask, args.out, mask_format)
-    if args.overlay:
-        save_overlay(image, mask, args.overlay, overlay_format)
+    if args.overlay:   # the full-size pixels, read only now that the engine's are gone
+        save_overlay(load_image(args.image), mask, args.overlay, overlay_format)
     print(f"mask: {int(mask.sum())} pixels of {mask.size}, score {float(pred.scores[0]):.3f} -> {args.out}")
     return 0
 
 
-def _embed(engine, image, use_cache: bool):
-    """Embed through the on-disk cache for model engines; the classic engine is cheap."""
+def _embed(engine, copy, use_cache: bool):
+    """Embed the engine's copy through the on-disk cache for model engines (the classic
+    engine is cheap); the embedding answers in the full image's pixels."""
+    from annotator.core.engine_image import at_full_size, check_copy_is_enough
+    from annotator.core.service_prefetch import encoder_input_side
+    image = copy.pixels
+    check_copy_is_enough(encoder_input_side(engine), image.shape[:2], copy.full_size)
     if not use_cache or not getattr(engine, "input_side", None):
-        return engine.embed(image), "computed"
+        return at_full_size(engine.embed(image), copy.full_size), "computed"
     from engines.files import CacheKey, EmbeddingCache, default_cache_dir, image_digest
     cache = EmbeddingCache(memory_mb=0, disk_dir=default_cache_dir())
     key = CacheKey(image_digest(image), engine.backbone_key, engine.input_side)
-    return cache.get_or_compute(key, lambda: engine.embed(image))
+    emb, source = cache.get_or_compute(key, lambda: engine.embed(image))
+    return at_full_size(emb, copy.full_size), source

@@ -1,6 +1,13 @@
-"""Image files to pixels: header info, EXIF orientation, odd pixel modes, huge images.
+"""Image files to pixels: the one place bytes meet an image decoder; header info, EXIF
+orientation, odd pixel modes, huge images.
 
 Choices (the brief asked for them to be written down):
+- One door: every image the product decodes (photos, LabelMe's embedded masks, PNG label
+  masks) goes through ``open_image``, which gives Pillow an allow-list of formats:
+  PNG, JPEG (phones' MPO included), TIFF, BMP (and its DIB variant) and WebP. Nothing else
+  is even identified: EPS/PostScript (Pillow hands it to Ghostscript, which runs the
+  file's program), PDF, GIF, ICO, PSD, SVG... are refused with one line naming the file.
+  A test greps the source tree so that no other call to Pillow's opener creeps in.
 - Coordinates are always those of the full-resolution image *after* EXIF orientation
   (what every viewer shows). ``read_image_info`` and ``load_image`` take the orientation
   from the same place (``_orientation``), so they can never disagree. Pillow's TIFF plugin
@@ -16,17 +23,22 @@ Choices (the brief asked for them to be written down):
   the last step so huge grayscale images cost a third of the memory while being resized.
 - Size limit: Pillow refuses images above 2 x ``Image.MAX_IMAGE_PIXELS`` (179 MP by
   default) as decompression bombs, which would refuse a 20000x15000 (300 MP) scan. Around
-  ``Image.open`` only, under a lock, the limit is raised to ``MAX_PIXELS`` (1 gigapixel) and
+  Pillow's open only, under a lock, the limit is raised to ``MAX_PIXELS`` (1 gigapixel) and
   then restored, so the rest of the program keeps Pillow's default; anything above
   ``MAX_PIXELS`` is refused here with a message that gives the size. (Another thread that
   opens images with Pillow during that instant sees the raised limit.)
 - ``max_side`` gives engines a smaller copy: JPEG is decoded at 1/2, 1/4 or 1/8 scale in the
   DCT domain (``draft``), then Pillow ``reduce`` + Lanczos (``resize(reducing_gap=...)``)
   brings it to exactly ``downscaled_size``. Other formats must be decoded in full first.
+- Memory: Pillow keeps RGB at 4 bytes a pixel. A full-size load copies it into the numpy
+  result a stripe at a time (never a whole second copy plus ``tobytes``'s), and the EXIF
+  rotation runs on the numpy copy after Pillow's is freed: at most two full-size copies at
+  any moment (docs/benchmarks.md has the measured peak for a 20000x20000 image).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import stat
@@ -35,7 +47,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -43,27 +55,38 @@ from PIL import Image, UnidentifiedImageError
 from annotator.core.errors import ImageLoadError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "read_image_info", "load_image",
-    "scale_for", "downscaled_size", "list_images", "outside_root_problem",
+    "IMAGE_EXTENSIONS", "ALLOWED_FORMATS", "MAX_PIXELS", "ImageInfo", "ScaledImage",
+    "open_image", "read_image_info", "load_image", "load_scaled_image", "scale_for",
+    "downscaled_size", "list_images", "DECODE_ERRORS", "outside_root_problem",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".dib", ".webp"})
-# Pillow plugins we let identify a file ("JPEG" also opens phones' multi-picture MPO files;
-# leaving out the rest keeps e.g. EPS, which runs Ghostscript, away from user folders).
-_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "WEBP")
+# The Pillow plugins allowed to identify and decode anything ("JPEG" also opens phones'
+# multi-picture MPO files). Leaving out the rest keeps e.g. EPS, which runs Ghostscript.
+ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "WEBP")
+_ALLOWED_WORDS = "JPEG, PNG, TIFF, BMP or WebP"
 MAX_PIXELS = 1_000_000_000
+# Formats we refuse, told apart by their first bytes so the message can say what it was.
+_REFUSED_SIGNATURES = (
+    (b"%!PS", "an EPS/PostScript file"), (b"\xc5\xd0\xd3\xc6", "an EPS/PostScript file"),
+    (b"%PDF", "a PDF file"), (b"GIF8", "a GIF image"), (b"8BPS", "a Photoshop (PSD) file"),
+    (b"\0\0\1\0", "an ICO icon"), (b"<?xml", "XML (SVG?) text"), (b"<svg", "an SVG drawing"),
+)
+_STRIPE_BYTES = 4 << 20   # Pillow -> numpy copy of a full-size load, a stripe at a time
 
 _LIMIT_LOCK = threading.Lock()
-_TRANSPOSE = {  # EXIF orientation -> the transpose that displays it (as ImageOps.exif_transpose)
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+# EXIF orientation -> the numpy view that displays it (as ImageOps.exif_transpose does);
+# views, so the one copy made of them happens after Pillow's pixels are gone.
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
 }
 _HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # Errors Pillow raises for damaged or truncated data (it has no single exception type).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
 
 
 @dataclass(frozen=True)
@@ -89,34 +112,63 @@ def _check_file(path: Path) -> None:
         raise ImageLoadError(f"{path}: empty file (0 bytes), not an image")
 
 
-@contextmanager
-def _opened(path: Path) -> Iterator[Image.Image]:
-    """Open lazily (header only) with the raised pixel limit; refuse what we cannot use."""
-    _check_file(path)
+def _what_it_is(head: bytes) -> str:
+    for signature, words in _REFUSED_SIGNATURES:
+        if head.startswith(signature):
+            return words
+    return "unknown format or damaged header"
+
+
+def open_image(source: Path | bytes, name: str | os.PathLike[str],
+               formats: tuple[str, ...] = ALLOWED_FORMATS) -> Image.Image:
+    """The one door to Pillow's decoders: `source` (a file or its bytes) opened lazily
+    (header only) by the allow-listed plugins `formats` (a subset of ALLOWED_FORMATS),
+    under the raised pixel limit. Raises ImageLoadError starting with `name` for anything
+    refused: another format, a damaged header, more than MAX_PIXELS, no pixels."""
+    if not set(formats) <= set(ALLOWED_FORMATS):
+        raise ValueError(f"formats must be among {ALLOWED_FORMATS}, got {formats!r}")
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with _LIMIT_LOCK:
             saved = Image.MAX_IMAGE_PIXELS
             if saved is not None and saved < MAX_PIXELS:
                 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
             try:
-                img = Image.open(path, formats=_FORMATS)
+                img = Image.open(fp, formats=formats)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not a JPEG, PNG, TIFF, BMP or WebP image "
-                             "(unknown format or damaged header)") from None
+        head = bytes(source[:16]) if isinstance(source, (bytes, bytearray)) else _head(source)
+        wanted = _ALLOWED_WORDS if formats == ALLOWED_FORMATS else " or ".join(formats)
+        raise ImageLoadError(f"{name}: not a {wanted} image ({_what_it_is(head)})") from None
     except Image.DecompressionBombError:
-        raise ImageLoadError(f"{path}: image is larger than {MAX_PIXELS / 1e9:g} gigapixel, "
+        raise ImageLoadError(f"{name}: image is larger than {MAX_PIXELS / 1e9:g} gigapixel, "
                              "refused") from None
-    except _DECODE_ERRORS as e:
-        raise ImageLoadError(f"{path}: cannot read the image header ({e})") from None
-    with img:
-        w, h = img.size
+    except DECODE_ERRORS as e:
+        raise ImageLoadError(f"{name}: cannot read the image header ({e})") from None
+    w, h = img.size
+    if w <= 0 or h <= 0 or w * h > MAX_PIXELS:
+        img.close()
         if w <= 0 or h <= 0:
-            raise ImageLoadError(f"{path}: image has no pixels ({w}x{h})")
-        if w * h > MAX_PIXELS:
-            raise ImageLoadError(f"{path}: {w}x{h} is {w * h / 1e9:.2f} gigapixels, above the "
-                                 f"{MAX_PIXELS / 1e9:g}-gigapixel limit")
+            raise ImageLoadError(f"{name}: image has no pixels ({w}x{h})")
+        raise ImageLoadError(f"{name}: {w}x{h} is {w * h / 1e9:.2f} gigapixels, above the "
+                             f"{MAX_PIXELS / 1e9:g}-gigapixel limit")
+    return img
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16)
+    except OSError:
+        return b""
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """An image file opened lazily (header only); refuse what we cannot use."""
+    _check_file(path)
+    with open_image(path, path) as img:
         yield img
 
 
@@ -161,7 +213,7 @@ def _orientation(img: Image.Image, path: Path) -> int:
         else:
             exif = img.getexif()
         value = int(exif.get(0x0112, 1))
-    except (*_DECODE_ERRORS, KeyError, TypeError):
+    except (*DECODE_ERRORS, KeyError, TypeError):
         return 1   # unreadable EXIF: show the pixels as stored, here and in load_image alike
     return value if 1 <= value <= 8 else 1
 
@@ -183,7 +235,7 @@ def _orientation_left_after_load(img: Image.Image, orientation: int) -> int:
         return 1
     try:
         still = img.getexif().get(0x0112, 1)
-    except (*_DECODE_ERRORS, KeyError, TypeError):
+    except (*DECODE_ERRORS, KeyError, TypeError):
         return orientation
     return orientation if still == orientation else 1
 
@@ -277,13 +329,82 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     if mode in _HIGH_DEPTH_MODES:
         return Image.fromarray(_stretch_to_uint8(np.asarray(img)))
     if mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
         white = Image.new("RGB", rgba.size, (255, 255, 255))
         white.paste(rgba, mask=rgba.getchannel("A"))
         return white
     if mode in ("L", "RGB"):
         return img
     return img.convert("L" if mode == "1" else "RGB")
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """H x W x 3 uint8 of a loaded image, converted and copied a stripe at a time: the
+    only full-size allocation is the result (np.asarray of the whole image would hold a
+    ``tobytes`` copy and, read-only, need a third)."""
+    if img.mode in _HIGH_DEPTH_MODES:       # needs the whole image's range; one channel
+        gray = _stretch_to_uint8(np.asarray(img))
+        return np.repeat(gray[..., None], 3, axis=2)
+    w, h = img.size
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, _STRIPE_BYTES // (4 * w))
+    for top in range(0, h, rows):
+        stripe = _to_8bit(img.crop((0, top, w, min(h, top + rows))))
+        out[top:top + stripe.height] = np.asarray(
+            stripe if stripe.mode == "RGB" else stripe.convert("RGB"))
+    return out
+
+
+def _reduced(img: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """A loaded image brought to `target`, in "L" or "RGB". Plain L/RGB are reduced
+    before anything else (no full-size copy); other modes are converted first."""
+    if img.mode not in ("L", "RGB") or "transparency" in img.info:
+        img = _to_8bit(img)
+    if img.size != target:
+        img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+def _decode(p: Path, max_side: int | None) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """(pixels as stored, the orientation still to apply, (height, width) of the full
+    image as displayed). Pillow's copy is freed when this returns."""
+    with _opened(p) as img:
+        orientation = _orientation(img, p)
+        full_w, full_h = _oriented_size(img, orientation)
+        target = downscaled_size(img.size, max_side)   # in the frame load() will produce
+        try:
+            if target != img.size:
+                img.draft(None, target)   # JPEG: DCT-domain 1/2..1/8, never below target
+                img.load()
+                arr = _rgb_array(_reduced(img, target))
+            else:
+                img.load()
+                arr = _rgb_array(img)
+        except MemoryError:
+            raise ImageLoadError(f"{p}: not enough memory to decode the "
+                                 f"{img.width}x{img.height} image") from None
+        except DECODE_ERRORS as e:
+            raise ImageLoadError(f"{p}: cannot decode the image, the file is truncated or "
+                                 f"damaged ({e})") from None
+        left = _orientation_left_after_load(img, orientation)
+        img.close()     # frees Pillow's pixels now, before the rotation copies ours
+    return arr, left, (full_h, full_w)
+
+
+@dataclass(frozen=True)
+class ScaledImage:
+    pixels: np.ndarray              # H x W x 3 uint8 RGB, long side <= the max_side asked
+    full_size: tuple[int, int]      # (height, width) of the full image, after orientation
+
+
+def load_scaled_image(path: str | os.PathLike[str], max_side: int | None) -> ScaledImage:
+    """``load_image(path, max_side)`` together with the full image's size, from one
+    decode (what engines need: a small copy, and the frame to answer in)."""
+    _check_max_side(max_side)
+    arr, left, full_size = _decode(Path(path), max_side)
+    if left in _ORIENT:
+        arr = np.ascontiguousarray(_ORIENT[left](arr))
+    return ScaledImage(arr, full_size)
 
 
 def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.ndarray:
@@ -294,29 +415,7 @@ def load_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.
     Raises ImageLoadError naming the file when it is missing, empty, not an image,
     truncated or damaged.
     """
-    _check_max_side(max_side)
-    p = Path(path)
-    with _opened(p) as img:
-        orientation = _orientation(img, p)
-        target = downscaled_size(img.size, max_side)   # in the frame load() will produce
-        try:
-            if target != img.size:
-                img.draft(None, target)   # JPEG: DCT-domain 1/2..1/8, never below target
-            img.load()
-            out = _to_8bit(img)
-            if out.size != target:
-                out = out.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        except MemoryError:
-            raise ImageLoadError(f"{p}: not enough memory to decode the "
-                                 f"{img.width}x{img.height} image") from None
-        except _DECODE_ERRORS as e:
-            raise ImageLoadError(f"{p}: cannot decode the image, the file is truncated or "
-                                 f"damaged ({e})") from None
-        left = _orientation_left_after_load(img, orientation)
-        if left in _TRANSPOSE:
-            out = out.transpose(_TRANSPOSE[left])
-        arr = np.asarray(out if out.mode == "RGB" else out.convert("RGB"))
-    return arr if arr.flags.writeable else arr.copy()
+    return load_scaled_image(path, max_side).pixels
 
 
 def outside_root_problem(file: str | os.PathLike[str],

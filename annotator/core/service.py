@@ -127,7 +127,9 @@ class EngineService:
     `engines`: a `engines.router.Router` or `resolve(task, fine_edges) -> Routed`-like
     (with `.engine`, `.name` and optionally `.explain()`); resolutions are kept until
     `forget_engines()`. `on_event(event)` receives every event, on a worker thread.
-    `max_side` downscales images as they are loaded (masks come back at that size).
+    `max_side` downscales images as they are loaded (masks come back at that size);
+    without it engines get a copy reduced to ENGINE_MAX_SIDE and masks come back at the
+    full image's size (annotator.core.engine_image).
     `idle_grace_s`: how long the interactive worker must have been idle before
     background work resumes (rapid clicks then do not collide with a resumed block).
     """
@@ -429,7 +431,8 @@ class EngineService:
             routed = self._route("points", self.fine_edges)
             name = routed.name
             opened = self._opener.open(req.image_id, req.source)
-            if isinstance(previous, OpenedImage) and previous.digest == opened.digest:
+            if isinstance(previous, OpenedImage) and previous.digest == opened.digest \
+                    and previous.full_size == opened.full_size:
                 opened.embeddings.update(previous.embeddings)   # same pixels, same answers
             _, source = self._embedder.embed(
                 opened, routed.engine, job, lambda: self._emit_state(

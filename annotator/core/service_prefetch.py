@@ -41,7 +41,8 @@ from typing import Any, Callable, Hashable, Iterable
 import numpy as np
 
 from annotator.core.errors import CoreError, ImageLoadError
-from annotator.core.images import load_image
+from annotator.core.engine_image import ENGINE_MAX_SIDE, at_full_size, check_copy_is_enough
+from annotator.core.images import load_image, load_scaled_image
 from engines.files import CacheKey, EmbeddingCache, image_digest
 from engines.prompts import check_image
 from engines.types import Embedding, EngineError
@@ -218,16 +219,25 @@ class Gate:
 
 @dataclass(eq=False)
 class OpenedImage:
-    """An image as the engines see it; the pixels are read again only when needed."""
+    """An image as the engines see it; the pixels are read again only when needed.
+
+    `shape` is that of the pixels; `full_size` the (H, W) that embeddings answer in: the
+    full image's when the opener had no `max_side` and gave the engines a reduced copy
+    (annotator.core.engine_image), else the pixels' own."""
     image_id: Hashable
     digest: str
     shape: tuple[int, int]                       # (H, W)
     path: Path | None = None
-    max_side: int | None = None
+    max_side: int | None = None                  # the side the pixels were loaded at
     _pixels: np.ndarray | None = field(default=None, repr=False)
+    full_size: tuple[int, int] | None = None
     # Embeddings made for this image, held while it is open: clicks never depend on the
     # memory cache keeping them (it may be small, or full of prefetched images).
     embeddings: dict[CacheKey, Embedding] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.full_size is None:
+            self.full_size = tuple(self.shape)
 
     def pixels(self) -> np.ndarray:
         if self._pixels is None:
@@ -242,13 +252,18 @@ class OpenedImage:
 class ImageOpener:
     """Loads images for the engines and remembers each file's pixel digest.
 
-    The memo is keyed by the file's identity (path, size, mtime, inode), so a file that
-    changes on disk is read again; a hit returns an `OpenedImage` without decoding.
+    Without `max_side`, engines get a copy reduced to ENGINE_MAX_SIDE and answer in the
+    full image's pixels; with it, the image is loaded at that size and masks come back
+    at that size. The memo is keyed by the file's identity (path, size, mtime, inode), so
+    a file that changes on disk is read again; a hit returns an `OpenedImage` without
+    decoding.
     """
 
     def __init__(self, max_side: int | None = None):
         self.max_side = max_side
-        self._memo: OrderedDict[tuple, tuple[str, tuple[int, int]]] = OrderedDict()
+        self._load_side = ENGINE_MAX_SIDE if max_side is None else max_side
+        self._memo: OrderedDict[tuple, tuple[str, tuple[int, int], tuple[int, int]]] = \
+            OrderedDict()
         self._lock = threading.Lock()
 
     def open(self, image_id: Hashable, source: str | os.PathLike | np.ndarray) -> OpenedImage:
@@ -268,15 +283,19 @@ class ImageOpener:
                 if hit is not None:
                     self._memo.move_to_end(ident)
             if hit is not None:
-                return OpenedImage(image_id, hit[0], hit[1], path, self.max_side)
-        pixels = load_image(path, self.max_side)
+                return OpenedImage(image_id, hit[0], hit[1], path, self._load_side,
+                                   full_size=hit[2])
+        scaled = load_scaled_image(path, self._load_side)
+        pixels = scaled.pixels
         digest, shape = image_digest(pixels), tuple(pixels.shape[:2])
+        full_size = scaled.full_size if self.max_side is None else shape
         if ident is not None:
             with self._lock:
-                self._memo[ident] = (digest, shape)
+                self._memo[ident] = (digest, shape, full_size)
                 while len(self._memo) > _DIGEST_MEMO_SIZE:
                     self._memo.popitem(last=False)
-        return OpenedImage(image_id, digest, shape, path, self.max_side, pixels)
+        return OpenedImage(image_id, digest, shape, path, self._load_side, pixels,
+                           full_size=full_size)
 
 
 class Embedder:
@@ -297,6 +316,7 @@ class Embedder:
         held = opened.embeddings.get(key)
         if held is not None:
             return held, "memory"
+        check_copy_is_enough(encoder_input_side(engine), opened.shape, opened.full_size)
 
         def compute() -> Embedding:
             on_compute()
@@ -313,6 +333,7 @@ class Embedder:
         else:
             with self.gate.wanting(key):
                 emb, where = self.cache.get_or_compute(key, compute)
+        emb = at_full_size(emb, opened.full_size)   # the cache keeps the copy's frame
         opened.embeddings[key] = emb
         return emb, where
 

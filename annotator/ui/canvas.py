@@ -20,11 +20,12 @@ MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 Z_IMAGE, Z_ANNOTATION, Z_PREVIEW, Z_PROMPT = 0, 10, 20, 30
 
 
-def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """An H x W x 3 uint8 array as a QImage that owns its pixels."""
+def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
+    """An H x W x 3 uint8 array as a QPixmap. The QImage only views the array (kept alive
+    here) while the pixmap is made: a huge photo is copied once, not twice."""
     rgb = np.ascontiguousarray(rgb)
     h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888))
 
 
 def mask_pixmap(mask: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: int = 255,
@@ -87,7 +88,7 @@ class Canvas(QGraphicsView):
         self._instances.clear()
         self._preview = self._rubber = None
         self._markers = []
-        self._image_item = scene.addPixmap(QPixmap.fromImage(rgb_to_qimage(rgb)))
+        self._image_item = scene.addPixmap(rgb_to_pixmap(rgb))
         self._image_item.setZValue(Z_IMAGE)
         self.image_size = rgb.shape[:2]
         scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))

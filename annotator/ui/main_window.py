@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
             return
         self.image_id = image_id
         self.canvas.set_image(rgb)
+        del rgb   # the canvas keeps a pixmap: free ours before the engine reads its copy
         self.instances.clear_hidden()
         self.images.select(image_id)
         self.labeler.open_image(image_id, self.project.image_root / rec.file_name)

@@ -42,6 +42,7 @@ from annotator.core import geometry
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
 from annotator.core.errors import FormatError
 from annotator.core.formats import _common as common
+from annotator.core.formats._labels import without_ignore_regions
 from annotator.core.formats._masks import coco_rle, decode_crop, flat_coords, plain_polygons_rle
 from annotator.core.formats._parallel import parallel_map
 from annotator.core.formats._split import Split, split_image_ids
@@ -233,6 +234,7 @@ def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | N
 
 def to_coco_dict(ds: Dataset, *, tolerance: float = 0.0, min_iou: float = 1.0) -> dict[str, Any]:
     """The whole COCO document as a dict (see the module note for the choices)."""
+    ds = without_ignore_regions(ds)     # labelme's __ignore__: left out, as labelme2coco does
     images = sorted(ds.images, key=lambda r: r.id)
     sizes = {img.id: (img.height, img.width) for img in images}
     anns = sorted(ds.annotations, key=lambda a: (a.image_id, a.order, a.id))

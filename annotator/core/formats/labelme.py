@@ -19,13 +19,16 @@ Crowd flags, scores and engine names are not part of LabelMe and are not written
 Reading: `polygon`, `rectangle`, `circle`, `oriented_rectangle` and `mask` shapes become
 masks (rasterised as labelme does); shapes with the same label and a non-null
 `group_id` in one file are one object; `line`, `linestrip` and `point` have no area and
-are refused. Categories are the labels in order of first appearance (ids 1, 2, ...).
+are refused. Categories are the labels in order of first appearance (ids 1, 2, ...), or
+the order of a `labels.txt` beside the files. labelme's conventions (`_labels.py`):
+`__ignore__` shapes become crowd regions of the `__ignore__` category (skipped by
+training, left out of every export but LabelMe's), `_background_` shapes are no class
+and are dropped.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 import os
@@ -38,10 +41,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
-from annotator.core.errors import FormatError
+from annotator.core.errors import FormatError, ImageLoadError
 from annotator.core.formats import _common as common
+from annotator.core.formats._labels import (BACKGROUND_LABEL, IGNORE_LABEL, LABELS_FILE,
+                                             read_labels_file)
 from annotator.core.formats._masks import crop_to_rle, decode_crop
 from annotator.core.formats._parallel import parallel_map
+from annotator.core.images import DECODE_ERRORS, open_image
 
 LABELME_VERSION = "5.5.0"
 AREA_SHAPES = ("polygon", "rectangle", "circle", "oriented_rectangle", "mask")
@@ -63,9 +69,14 @@ def read(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *
     else:
         files = [path]
         root = Path(image_root) if image_root is not None else path.parent
+    labels_file = (path if path.is_dir() else path.parent) / LABELS_FILE
+    listed = read_labels_file(labels_file) if labels_file.is_file() else None
     jobs = [(str(file), str(root), check_images) for file in files]
     ds = Dataset()
     cat_ids: dict[str, int] = {}
+    for name in listed or ():
+        cat_ids[name] = len(cat_ids) + 1
+        ds.categories.append(CategoryRecord(id=cat_ids[name], name=name))
     seen: dict[str, str] = {}
     for file, (img, objects) in zip(files, parallel_map(_read_file, jobs)):
         if img.file_name in seen:       # checked here: each file is read on its own
@@ -76,11 +87,14 @@ def read(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *
         ds.images.append(img)
         for label, rle, order in objects:
             if label not in cat_ids:
+                if listed is not None and label != IGNORE_LABEL:
+                    raise FormatError(file, f"label {label!r} is not in {labels_file}",
+                                      f"shapes[{order}]")
                 cat_ids[label] = len(cat_ids) + 1
                 ds.categories.append(CategoryRecord(id=cat_ids[label], name=label))
             ds.annotations.append(AnnotationRecord(
                 id=len(ds.annotations) + 1, image_id=img.id, category_id=cat_ids[label],
-                rle=rle, order=order))
+                rle=rle, order=order, iscrowd=label == IGNORE_LABEL))
     return ds
 
 
@@ -120,6 +134,8 @@ def _read_file(job: tuple[str, str, bool]
             f.fail("'label' is empty")
         group_id = f.get("group_id", "int", None, nullable=True)
         mask = _shape_mask(f, img.height, img.width)
+        if label == BACKGROUND_LABEL:    # checked like any shape, but no class: no object
+            continue
         key = (label, group_id, -1 if group_id is not None else i)   # same group: one object
         if key in objects:
             objects[key][1] = _union(objects[key][1], mask)
@@ -242,15 +258,21 @@ def _mask_shape(f: common.Fields, points: list[tuple[float, float]], height: int
     data = f.get("mask", "str")
     try:
         png = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(png)) as im:
+    except (binascii.Error, ValueError) as exc:
+        f.fail(f"'mask' is not a base64-encoded image ({exc})")
+    try:
+        # through the one allow-listed door: an EPS here would otherwise run Ghostscript
+        with open_image(png, "'mask'") as im:
             if im.width > width or im.height > height:
                 f.fail(f"'mask' image is {im.width}x{im.height}, larger than the "
                        f"{width}x{height} image")
             patch = np.asarray(im.convert("L")) > 0
     except FormatError:
         raise
-    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError) as exc:
-        f.fail(f"'mask' is not a base64-encoded image ({exc})")
+    except ImageLoadError as exc:
+        f.fail(str(exc))
+    except DECODE_ERRORS as exc:
+        f.fail(f"'mask' image cannot be decoded ({exc})")
     x1, y1 = (int(round(v)) for v in points[0])   # labelme: patch origin = first point
     ys, xs = max(y1, 0), max(x1, 0)
     ye, xe = min(y1 + patch.shape[0], height), min(x1 + patch.shape[1], width)

@@ -31,15 +31,19 @@ import numpy as np
 
 from annotator.core import geometry
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
-from annotator.core.errors import FormatError
+from annotator.core.errors import FormatError, ImageLoadError
 from annotator.core.formats import _common as common
+from annotator.core.formats._labels import without_ignore_regions
 from annotator.core.formats._masks import decode_crop, label_image_rles
 from annotator.core.formats._parallel import parallel_map
+from annotator.core.images import DECODE_ERRORS, open_image
 
 SEMANTIC_INDEX = "classes.json"
 INSTANCE_INDEX = "instances.json"
 MASKS = "masks"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow modes of a one-channel PNG: 1-bit, 2/4/8-bit (scaled to 0..255 as libpng does), 16-bit
+_LABEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L")
 
 
 # ---- writing ----------------------------------------------------------------------------
@@ -48,6 +52,7 @@ def write_semantic(ds: Dataset, out: str | os.PathLike,
                    image_root: str | os.PathLike | None = None, *,
                    check_paths: common.PathCheck | None = None) -> list[Path]:
     out = Path(out)
+    ds = without_ignore_regions(ds)      # a class-index PNG cannot mark "ignore"
     categories = sorted(ds.categories, key=lambda c: c.id)
     value_of = {c.id: k for k, c in enumerate(categories, 1)}
     bits = 8 if len(categories) <= 255 else 16
@@ -67,6 +72,7 @@ def write_instance(ds: Dataset, out: str | os.PathLike,
                    image_root: str | os.PathLike | None = None, *,
                    check_paths: common.PathCheck | None = None) -> list[Path]:
     out = Path(out)
+    ds = without_ignore_regions(ds)
     entries, jobs = [], []
     for img, anns in _images_with_annotations(ds):
         if len(anns) > 65535:
@@ -291,6 +297,24 @@ def _read_images(top: common.Fields, index_path: Path, image_root: Any, check_im
         common.check_image_files(ds.images, Path(image_root), index_path)
 
 
+def _decode_png(data: bytes, file: Path) -> np.ndarray | str:
+    """The label image of a PNG (uint8 or uint16, one channel), or the problem. Decoded
+    through the one allow-listed door (annotator.core.images.open_image), PNG only."""
+    try:
+        with open_image(data, f"mask file {file}", formats=("PNG",)) as im:
+            im.load()
+            if im.mode not in _LABEL_MODES:
+                return (f"mask file {file} must be a single-channel 8- or 16-bit PNG, found "
+                        f"a {im.mode} image")
+            canvas = np.asarray(im.convert("L") if im.mode == "1" else im)
+    except ImageLoadError as exc:
+        return str(exc)
+    except DECODE_ERRORS:
+        return f"mask file {file} is not a readable PNG (empty or truncated)"
+    return canvas.astype(np.uint16, copy=False) if canvas.dtype.itemsize == 2 \
+        else canvas
+
+
 def _png_job(job: tuple[str, int, int]) -> tuple[dict[int, Any], str]:
     """({pixel value: RLE}, "") of one label PNG, or ({}, the problem)."""
     file, height, width = Path(job[0]), job[1], job[2]
@@ -306,12 +330,9 @@ def _png_job(job: tuple[str, int, int]) -> tuple[dict[int, Any], str]:
     w, h = (int.from_bytes(data[k:k + 4].tobytes(), "big") for k in (16, 20))
     if (w, h) != (width, height):
         return {}, f"mask file {file} is {w}x{h}, but the image is {width}x{height}"
-    canvas = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if canvas is None:
-        return {}, f"mask file {file} is not a readable PNG (empty or truncated)"
-    if canvas.ndim != 2 or canvas.dtype not in (np.uint8, np.uint16):
-        return {}, (f"mask file {file} must be a single-channel 8- or 16-bit PNG, found "
-                    f"{canvas.dtype} with shape {canvas.shape}")
+    canvas = _decode_png(data.tobytes(), file)
+    if isinstance(canvas, str):
+        return {}, canvas
     if canvas.shape != (height, width):
         return {}, (f"mask file {file} is {canvas.shape[1]}x{canvas.shape[0]}, but the image "
                     f"is {width}x{height}")

@@ -37,6 +37,7 @@ from annotator.core import geometry
 from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
 from annotator.core.errors import FormatError
 from annotator.core.formats import _common as common
+from annotator.core.formats._labels import without_ignore_regions
 from annotator.core.formats._masks import (coco_rle, crop_polygons, decode_crop,
                                            plain_polygons_rle)
 from annotator.core.formats._parallel import parallel_map
@@ -61,6 +62,7 @@ def write(ds: Dataset, out: str | os.PathLike, image_root: str | os.PathLike | N
     if not tolerance >= 0.0:
         raise ValueError(f"tolerance must be >= 0 pixels, not {tolerance}")
     out, root = Path(out), Path(os.path.abspath(image_root))
+    ds = without_ignore_regions(ds)      # YOLO cannot mark a region as ignored
     categories = sorted(ds.categories, key=lambda c: c.id)
     class_of = {c.id: k for k, c in enumerate(categories)}
     per_image: dict[int, list[AnnotationRecord]] = {}

@@ -98,6 +98,19 @@ def paths(doc, prefix=()):
             yield from paths(v, prefix + (i,))
 
 
+NUDGES = (-1, 1, -1000, 0.5, 10**6)
+_EXACT_FLOAT_INT = 2**53     # ints up to here survive a float step exactly
+
+
+def nudged(value: int | float, step: int | float) -> int | float:
+    """`value` moved by `step`, never an error: an int beyond float range (10**400, put
+    there by an earlier "replace") cannot take a float step (OverflowError), so big
+    ints move by whole steps only."""
+    if isinstance(value, int) and isinstance(step, float) and abs(value) > _EXACT_FLOAT_INT:
+        step = 1 if step > 0 else -1
+    return value + step
+
+
 @st.composite
 def mutated(draw, base: dict) -> dict:
     doc = copy.deepcopy(base)
@@ -114,7 +127,7 @@ def mutated(draw, base: dict) -> dict:
             parent.insert(last, copy.deepcopy(parent[last]))
         elif action == "nudge" and isinstance(parent[last], (int, float)) \
                 and not isinstance(parent[last], bool):
-            parent[last] = parent[last] + draw(st.sampled_from([-1, 1, -1000, 0.5, 10**6]))
+            parent[last] = nudged(parent[last], draw(st.sampled_from(NUDGES)))
         else:
             parent[last] = draw(json_values)
         if not any(True for p, _ in paths(doc) if p):
@@ -171,3 +184,19 @@ def test_the_unmutated_files_import(ws):
     assert len(coco.read(ws.file, ws.root).annotations) == 2
     ws.file.write_text(json.dumps(LABELME_DOC))
     assert len(labelme.read(ws.file, ws.root).annotations) == 3
+
+
+@pytest.mark.parametrize("value", [10**400, -10**400, 2**63, 1e308, -1e308, 0, 7, 0.25])
+@pytest.mark.parametrize("step", NUDGES)
+def test_the_nudge_never_fails_on_extreme_numbers(value, step):
+    moved = nudged(value, step)
+    assert isinstance(moved, (int, float)) and moved != value or abs(value) >= 1e308
+
+
+EXTREME_DOC = {"a": 10**400, "b": [1e308, -(10**400), 2**63], "c": {"d": -1e308}}
+
+
+@SETTINGS
+@given(doc=mutated(EXTREME_DOC))
+def test_mutations_of_extreme_numbers_generate(doc):
+    json.dumps(doc)      # generating the example is the test: it raised OverflowError
