@@ -13,9 +13,11 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from engines.files.checkpoints import checkpoint_identity, load_into, load_state_dict
+from engines.files.checkpoints import (checkpoint_identity, describe_checkpoint, load_into,
+                                      load_state_dict)
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
+from engines.hosts.detect import guess_sam_arch, tiny_sam_config
 from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
 from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
@@ -34,20 +36,10 @@ def build_sam_architecture(arch: str) -> Sam:
     return sam_model_registry[arch](checkpoint=None)
 
 
-def guess_sam_arch(state: dict) -> str | None:
-    """vit_b / vit_l / vit_h from the encoder width; "tiny" for a small SAM trained by
-    `annotator train sam` (its config is read from the shapes, engines/hosts/tiny.py)."""
-    pos = state.get("image_encoder.pos_embed")
-    if pos is None:
-        return None
-    from engines.hosts.tiny import tiny_sam_config
-    official = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
-    return official or ("tiny" if tiny_sam_config(state) else None)
-
-
 def build_sam_for_state(arch: str, state: dict) -> Sam:
+    """The architecture `arch` names, randomly initialised; "tiny" reads its shape off `state`."""
     if arch == "tiny":
-        from engines.hosts.tiny import tiny_sam, tiny_sam_config
+        from engines.hosts.tiny import tiny_sam
         config = tiny_sam_config(state)
         if config is None:
             raise CheckpointError("the checkpoint is not a tiny SAM (it has an official ViT width)")
@@ -80,11 +72,11 @@ class SamEngine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, **_ignored):
+                        exact: bool = False):
+        """`arch`: vit_b / vit_l / vit_h / tiny, else read from the file (detect.guess_sam_arch)."""
         state = load_state_dict(path, expected=f"SAM {arch or 'ViT'}")
         arch = arch or guess_sam_arch(state)
         if arch is None:
-            from engines.files.checkpoints import describe_checkpoint
             raise CheckpointError(f"checkpoint {path} is not a SAM checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
         model = build_sam_for_state(arch, state)

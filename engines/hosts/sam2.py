@@ -17,6 +17,7 @@ import torch
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
+from engines.hosts.detect import guess_sam2_arch
 from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
 from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
@@ -36,15 +37,6 @@ def build_sam2_architecture(arch: str, overrides: list[str] | None = None):
         raise CheckpointError(f"unknown SAM 2 architecture {arch!r}; choose one of {', '.join(SAM2_CONFIGS)}")
     return build_sam2(SAM2_CONFIGS[arch], ckpt_path=None, device="cpu",
                       hydra_overrides_extra=overrides or []).eval()
-
-
-def guess_sam2_arch(state: dict) -> str | None:
-    width = state.get("image_encoder.trunk.patch_embed.proj.weight")
-    if width is None:
-        return None
-    n_blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
-    return {(96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+",
-            (144, 48): "hiera_l"}.get((int(width.shape[0]), n_blocks))
 
 
 class Sam2Engine:
@@ -72,7 +64,8 @@ class Sam2Engine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, **_ignored):
+                        exact: bool = False):
+        """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
         arch = arch or guess_sam2_arch(state)
         if arch is None:

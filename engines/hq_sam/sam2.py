@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from engines.hosts import sam2 as sam2_engine
+from engines.hosts.detect import guess_sam2_arch
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into
 from engines.hosts.fast.decoder import enable_fast_upscaling, sam2_upscale
 from engines.hq_sam.fast import folded_mask
@@ -153,7 +154,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
     def from_state(cls, state: Mapping[str, torch.Tensor], path: str | Path, arch: str | None = None,
                    device=None, exact: bool = False, plugin: str | Path | None = None,
                    hq_token_only: bool = False):
-        arch = arch or sam2_engine.guess_sam2_arch(state)
+        arch = arch or guess_sam2_arch(state)
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
