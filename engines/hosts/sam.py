@@ -18,7 +18,7 @@ from engines.files.checkpoints import (checkpoint_identity, describe_checkpoint,
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
 from engines.hosts.detect import guess_sam_arch, tiny_sam_config
-from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
 from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
                                    upsample_logits)
@@ -53,9 +53,9 @@ class SamEngine:
     def __init__(self, model: Sam, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
         """`exact=True` runs the reference's modules and upsampling unchanged (bit-exact
-        with SamPredictor); the default fuses the encoder's attention (vit_fast.py),
-        rearranges the decoder (decoder_fast.py) and upsamples with OpenCV
-        (sam_common.fast_masks): equal up to float rounding, tests bound it."""
+        with SamPredictor); the default fuses the encoder's attention (fast/vit_attention.py),
+        rearranges the decoder (fast/decoder.py) and upsamples with OpenCV
+        (outputs.fast_masks): equal up to float rounding, tests bound it."""
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.backbone_key = backbone_key
@@ -67,6 +67,7 @@ class SamEngine:
             enable_decoder_reuse(self.model.prompt_encoder, self.model.mask_decoder.transformer)
         else:
             memo_dense_pe(self.model.prompt_encoder)
+            disable_decoder_reuse(self.model.mask_decoder.transformer)
             enable_fast_decoder(self.model.mask_decoder)
             enable_fast_attention(self.model.image_encoder)
 

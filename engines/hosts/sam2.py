@@ -18,7 +18,7 @@ from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, 
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
 from engines.hosts.detect import guess_sam2_arch
-from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
 from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
@@ -45,8 +45,8 @@ class Sam2Engine:
     def __init__(self, model, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
         """`exact=True` runs the reference's decoder and upsampling unchanged (bit-exact
-        with SAM2ImagePredictor); the default rearranges the decoder (decoder_fast.py)
-        and upsamples with OpenCV (sam_common.fast_masks): equal up to float rounding."""
+        with SAM2ImagePredictor); the default rearranges the decoder (fast/decoder.py)
+        and upsamples with OpenCV (outputs.fast_masks): equal up to float rounding."""
         from sam2.utils.transforms import SAM2Transforms
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
@@ -57,6 +57,7 @@ class Sam2Engine:
             enable_decoder_reuse(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer)
         else:
             memo_dense_pe(self.model.sam_prompt_encoder)
+            disable_decoder_reuse(self.model.sam_mask_decoder.transformer)
             enable_fast_decoder(self.model.sam_mask_decoder)
         self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
         side = model.image_size
