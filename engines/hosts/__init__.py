@@ -9,8 +9,8 @@ Lazy: `from engines.hosts import detect` loads no torch and no segment_anything.
 from engines._lazy import lazy_exports
 
 _EXPORTS = {
-    **{m: "" for m in ("build", "decoding", "detect", "exact", "fast", "outputs", "sam", "sam2",
-                       "tiny")},
+    **{m: "" for m in ("build", "decoding", "detect", "exact", "fast", "geometry", "outputs", "sam",
+                       "sam2", "tiny")},
     **dict.fromkeys(("FAMILIES", "HIERA_SIZES", "VIT_SIZES", "Detected", "SamConfig",
                      "describe", "guess_sam2_arch", "guess_sam_arch", "has_hq_token",
                      "is_sam2_state", "sam_config_from_state", "tiny_sam_config",
@@ -20,6 +20,8 @@ _EXPORTS = {
     **dict.fromkeys(("SAM2_CONFIGS", "Sam2Engine", "build_sam2_architecture"), "sam2"),
     **dict.fromkeys(("HOST_ARCHS", "build_host", "mask_decoder_of", "prompt_encoder_of"), "build"),
     **dict.fromkeys(("tiny_sam", "tiny_sam2"), "tiny"),
+    **dict.fromkeys(("sam_preprocess", "sam_prompt_inputs", "sam2_feat_sizes", "sam2_feature_maps",
+                     "sam2_prompt_points", "sam2_scale_coords"), "geometry"),
     **dict.fromkeys(("enable_decoder_reuse", "disable_decoder_reuse", "memo_dense_pe"), "exact"),
     **dict.fromkeys(("enable_fast_decoder", "disable_fast_decoder", "enable_fast_upscaling",
                      "enable_fast_attention", "disable_fast_attention", "fused_layer_norm_2d",

@@ -20,6 +20,7 @@ from engines.prompts import check_image, validate_prompt
 from engines.hosts.detect import guess_sam_arch, tiny_sam_config
 from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
+from engines.hosts.geometry import sam_preprocess, sam_prompt_inputs
 from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
                                    upsample_logits)
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
@@ -98,10 +99,9 @@ class SamEngine:
     def run_encoder(self, image: np.ndarray):
         """(checked image, resized image, encoder output), as SamPredictor.set_image."""
         image = check_image(image)
-        resized = self.transform.apply_image(image)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        resized, x = sam_preprocess(self.model, self.transform, image, self.device)
         with encoder_autocast(self.device):
-            return image, resized, self.model.image_encoder(self.model.preprocess(x))
+            return image, resized, self.model.image_encoder(x)
 
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
@@ -117,13 +117,11 @@ class SamEngine:
 
     def encode_prompt(self, emb: Embedding, prompt: Prompt):
         """Prompt -> (sparse, dense) embeddings, with the reference's coordinate maths."""
-        points = box = None
-        if prompt.points is not None:
-            coords = self.transform.apply_coords(prompt.points, emb.image_size)
-            points = (as_tensor(coords, self.device)[None],
-                      torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None])
-        if prompt.box is not None:
-            box = as_tensor(self.transform.apply_boxes(prompt.box, emb.image_size), self.device)
+        points, box = sam_prompt_inputs(
+            None if prompt.points is None else self.transform.apply_coords(prompt.points, emb.image_size),
+            prompt.labels,
+            None if prompt.box is None else self.transform.apply_boxes(prompt.box, emb.image_size),
+            self.device)
         masks = as_tensor(prompt.mask_logits, self.device)
         return self.model.prompt_encoder(points=points, boxes=box,
                                          masks=None if masks is None else masks[None])
