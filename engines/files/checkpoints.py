@@ -17,24 +17,15 @@ import torch
 from engines.files.identity import checkpoint_identity
 from engines.types import CheckpointError
 
-__all__ = ["checkpoint_identity", "describe_checkpoint", "load_into", "load_state_dict"]
+__all__ = ["checkpoint_identity", "describe_checkpoint", "load_into", "load_state_dict",
+           "peek_state_dict"]
 
 
 def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
-    """Best guess at what architecture a state dict belongs to, for error messages."""
-    keys = state.keys()
-    if any(k.startswith("image_encoder.trunk.") for k in keys):
-        width = state.get("image_encoder.trunk.patch_embed.proj.weight")
-        dims = {96: "hiera_t or hiera_s", 112: "hiera_b+", 144: "hiera_l"}
-        return f"SAM 2 ({dims.get(int(width.shape[0]), 'unknown size') if width is not None else '?'})"
-    hq = any(k.startswith("mask_decoder.hf_token") for k in keys)
-    pos = state.get("image_encoder.pos_embed")
-    if pos is not None:
-        size = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]), f"ViT width {pos.shape[-1]}")
-        return f"{'HQ-SAM' if hq else 'SAM'} ({size})"
-    if any(k.startswith("image_encoder.") for k in keys):
-        return "HQ-SAM (TinyViT)" if hq else "a SAM-like model with an unknown encoder"
-    return "not a SAM-family state dict"
+    """Best guess at what architecture a state dict belongs to, for error messages
+    (engines.hosts.detect reads it; imported here on first use, as hosts import this module)."""
+    from engines.hosts.detect import describe
+    return describe(state)
 
 
 def load_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
@@ -66,6 +57,20 @@ def load_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path} is not a state dict of tensors; expected a {expected} checkpoint")
+    return obj
+
+
+def peek_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
+    """The state dict memory-mapped where the file allows, for reading shapes only (no
+    copy of a multi-GB file); anything odd goes through `load_state_dict` for its message."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:   # legacy format or a bad file: the full reader gives the message
+        return load_state_dict(path, expected)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        return load_state_dict(path, expected)
     return obj
 
 

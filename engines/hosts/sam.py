@@ -13,11 +13,14 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from engines.files.checkpoints import checkpoint_identity, load_into, load_state_dict
+from engines.files.checkpoints import (checkpoint_identity, describe_checkpoint, load_into,
+                                      load_state_dict)
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
-from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.detect import guess_sam_arch, tiny_sam_config
+from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
+from engines.hosts.geometry import sam_preprocess, sam_prompt_inputs
 from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
                                    upsample_logits)
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
@@ -34,20 +37,10 @@ def build_sam_architecture(arch: str) -> Sam:
     return sam_model_registry[arch](checkpoint=None)
 
 
-def guess_sam_arch(state: dict) -> str | None:
-    """vit_b / vit_l / vit_h from the encoder width; "tiny" for a small SAM trained by
-    `annotator train sam` (its config is read from the shapes, engines/hosts/tiny.py)."""
-    pos = state.get("image_encoder.pos_embed")
-    if pos is None:
-        return None
-    from engines.hosts.tiny import tiny_sam_config
-    official = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(int(pos.shape[-1]))
-    return official or ("tiny" if tiny_sam_config(state) else None)
-
-
 def build_sam_for_state(arch: str, state: dict) -> Sam:
+    """The architecture `arch` names, randomly initialised; "tiny" reads its shape off `state`."""
     if arch == "tiny":
-        from engines.hosts.tiny import tiny_sam, tiny_sam_config
+        from engines.hosts.tiny import tiny_sam
         config = tiny_sam_config(state)
         if config is None:
             raise CheckpointError("the checkpoint is not a tiny SAM (it has an official ViT width)")
@@ -61,9 +54,9 @@ class SamEngine:
     def __init__(self, model: Sam, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
         """`exact=True` runs the reference's modules and upsampling unchanged (bit-exact
-        with SamPredictor); the default fuses the encoder's attention (vit_fast.py),
-        rearranges the decoder (decoder_fast.py) and upsamples with OpenCV
-        (sam_common.fast_masks): equal up to float rounding, tests bound it."""
+        with SamPredictor); the default fuses the encoder's attention (fast/vit_attention.py),
+        rearranges the decoder (fast/decoder.py) and upsamples with OpenCV
+        (outputs.fast_masks): equal up to float rounding, tests bound it."""
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
         self.backbone_key = backbone_key
@@ -75,16 +68,17 @@ class SamEngine:
             enable_decoder_reuse(self.model.prompt_encoder, self.model.mask_decoder.transformer)
         else:
             memo_dense_pe(self.model.prompt_encoder)
+            disable_decoder_reuse(self.model.mask_decoder.transformer)
             enable_fast_decoder(self.model.mask_decoder)
             enable_fast_attention(self.model.image_encoder)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, **_ignored):
+                        exact: bool = False):
+        """`arch`: vit_b / vit_l / vit_h / tiny, else read from the file (detect.guess_sam_arch)."""
         state = load_state_dict(path, expected=f"SAM {arch or 'ViT'}")
         arch = arch or guess_sam_arch(state)
         if arch is None:
-            from engines.files.checkpoints import describe_checkpoint
             raise CheckpointError(f"checkpoint {path} is not a SAM checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
         model = build_sam_for_state(arch, state)
@@ -105,10 +99,9 @@ class SamEngine:
     def run_encoder(self, image: np.ndarray):
         """(checked image, resized image, encoder output), as SamPredictor.set_image."""
         image = check_image(image)
-        resized = self.transform.apply_image(image)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        resized, x = sam_preprocess(self.model, self.transform, image, self.device)
         with encoder_autocast(self.device):
-            return image, resized, self.model.image_encoder(self.model.preprocess(x))
+            return image, resized, self.model.image_encoder(x)
 
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
@@ -124,13 +117,11 @@ class SamEngine:
 
     def encode_prompt(self, emb: Embedding, prompt: Prompt):
         """Prompt -> (sparse, dense) embeddings, with the reference's coordinate maths."""
-        points = box = None
-        if prompt.points is not None:
-            coords = self.transform.apply_coords(prompt.points, emb.image_size)
-            points = (as_tensor(coords, self.device)[None],
-                      torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None])
-        if prompt.box is not None:
-            box = as_tensor(self.transform.apply_boxes(prompt.box, emb.image_size), self.device)
+        points, box = sam_prompt_inputs(
+            None if prompt.points is None else self.transform.apply_coords(prompt.points, emb.image_size),
+            prompt.labels,
+            None if prompt.box is None else self.transform.apply_boxes(prompt.box, emb.image_size),
+            self.device)
         masks = as_tensor(prompt.mask_logits, self.device)
         return self.model.prompt_encoder(points=points, boxes=box,
                                          masks=None if masks is None else masks[None])

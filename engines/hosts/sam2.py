@@ -17,8 +17,10 @@ import torch
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
 from engines.runtime.device import choose_device, encoder_autocast
 from engines.prompts import check_image, validate_prompt
-from engines.hosts.exact import enable_decoder_reuse, memo_dense_pe
+from engines.hosts.detect import guess_sam2_arch
+from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
+from engines.hosts.geometry import sam2_feature_maps, sam2_prompt_points, sam2_scale_coords
 from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
 
@@ -38,23 +40,14 @@ def build_sam2_architecture(arch: str, overrides: list[str] | None = None):
                       hydra_overrides_extra=overrides or []).eval()
 
 
-def guess_sam2_arch(state: dict) -> str | None:
-    width = state.get("image_encoder.trunk.patch_embed.proj.weight")
-    if width is None:
-        return None
-    n_blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
-    return {(96, 12): "hiera_t", (96, 16): "hiera_s", (112, 24): "hiera_b+",
-            (144, 48): "hiera_l"}.get((int(width.shape[0]), n_blocks))
-
-
 class Sam2Engine:
     name = "sam2"
 
     def __init__(self, model, *, backbone_key: str, device: torch.device | str | None = None,
                  exact: bool = False):
         """`exact=True` runs the reference's decoder and upsampling unchanged (bit-exact
-        with SAM2ImagePredictor); the default rearranges the decoder (decoder_fast.py)
-        and upsamples with OpenCV (sam_common.fast_masks): equal up to float rounding."""
+        with SAM2ImagePredictor); the default rearranges the decoder (fast/decoder.py)
+        and upsamples with OpenCV (outputs.fast_masks): equal up to float rounding."""
         from sam2.utils.transforms import SAM2Transforms
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
@@ -65,14 +58,14 @@ class Sam2Engine:
             enable_decoder_reuse(self.model.sam_prompt_encoder, self.model.sam_mask_decoder.transformer)
         else:
             memo_dense_pe(self.model.sam_prompt_encoder)
+            disable_decoder_reuse(self.model.sam_mask_decoder.transformer)
             enable_fast_decoder(self.model.sam_mask_decoder)
         self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
-        side = model.image_size
-        self.feat_sizes = [(side // 4, side // 4), (side // 8, side // 8), (side // 16, side // 16)]
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, **_ignored):
+                        exact: bool = False):
+        """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
         arch = arch or guess_sam2_arch(state)
         if arch is None:
@@ -91,16 +84,10 @@ class Sam2Engine:
     def embed(self, image: np.ndarray) -> Embedding:
         image = check_image(image)
         x = self.transforms(image)[None].to(self.device)
-        with encoder_autocast(self.device):
-            backbone_out = self.model.forward_image(x)
-            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
-        if self.model.directly_add_no_mem_embed:
-            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        feats = [f.permute(1, 2, 0).reshape(1, -1, *size).float()
-                 for f, size in zip(vision_feats, self.feat_sizes)]
+        maps = sam2_feature_maps(self.model, x, autocast=encoder_autocast(self.device))
+        feats = {k: v.float() for k, v in maps.items()}
         side = self.input_side
-        return Embedding(self.backbone_key, tuple(image.shape[:2]), (side, side),
-                         {"image_embed": feats[-1], "high_res_0": feats[0], "high_res_1": feats[1]})
+        return Embedding(self.backbone_key, tuple(image.shape[:2]), (side, side), feats)
 
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
@@ -120,29 +107,13 @@ class Sam2Engine:
 
     def encode_prompt(self, emb: Embedding, prompt: Prompt):
         """Box corners (labels 2, 3) first, then clicks, as SAM2ImagePredictor does."""
-        h, w = emb.image_size
-        scale = torch.tensor([self.input_side / w, self.input_side / h], device=self.device)
-        coords, labels = [], []
-        if prompt.box is not None:
-            coords.append(torch.as_tensor(prompt.box, dtype=torch.float, device=self.device).reshape(1, 2, 2))
-            labels.append(torch.tensor([[2, 3]], dtype=torch.int, device=self.device))
-        if prompt.points is not None:
-            coords.append(torch.as_tensor(prompt.points, dtype=torch.float, device=self.device)[None])
-            labels.append(torch.as_tensor(prompt.labels, dtype=torch.int, device=self.device)[None])
-        points = None
-        if coords:
-            points = (self._scale(torch.cat(coords, dim=1), w, h), torch.cat(labels, dim=1))
+        points = sam2_prompt_points(prompt.points, prompt.labels, prompt.box, self.device)
+        if points is not None:
+            points = (sam2_scale_coords(points[0], emb.image_size, self.input_side), points[1])
         masks = None
         if prompt.mask_logits is not None:
             masks = torch.as_tensor(prompt.mask_logits, dtype=torch.float, device=self.device)[None]
         return self.model.sam_prompt_encoder(points=points, boxes=None, masks=masks)
-
-    def _scale(self, coords: torch.Tensor, w: int, h: int) -> torch.Tensor:
-        # Same operations, in the same order, as SAM2Transforms.transform_coords.
-        coords = coords.clone()
-        coords[..., 0] = coords[..., 0] / w
-        coords[..., 1] = coords[..., 1] / h
-        return coords * self.input_side
 
     def decode(self, emb: Embedding, prompt: Prompt, multimask: bool):
         sparse, dense = self.encode_prompt(emb, prompt)

@@ -34,28 +34,6 @@ def tiny_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads
         pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375]).eval()
 
 
-def tiny_sam_config(state: dict) -> dict | None:
-    """The `tiny_sam` keyword arguments that rebuild the model a state dict came from, or
-    None when it is not a tiny SAM (official ViT-B/L/H widths are not tiny). Everything is
-    read from tensor shapes, so a trained tiny SAM saved as a plain state dict (the
-    official checkpoint layout) loads like an official one."""
-    pos = state.get("image_encoder.pos_embed")
-    rel = state.get("image_encoder.blocks.0.attn.rel_pos_h")
-    if pos is None or rel is None or int(pos.shape[-1]) in (768, 1024, 1280):
-        return None
-    embed_dim = int(pos.shape[-1])
-    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    return {
-        "img_size": int(pos.shape[1]) * 16,
-        "embed_dim": embed_dim,
-        "depth": depth,
-        "num_heads": embed_dim // int(rel.shape[1]),
-        "prompt_dim": int(state["mask_decoder.iou_token.weight"].shape[1]),
-        "decoder_mlp_dim": int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]),
-        "window_size": (int(rel.shape[0]) + 1) // 2,   # block 0 is windowed (global is last)
-    }
-
-
 def tiny_sam2_overrides(img_size: int = 256, embed_dim: int = 16, d_model: int = 32,
                         mem_dim: int = 16) -> list[str]:
     """Hydra overrides that shrink `sam2.1_hiera_t.yaml` (a global-attention block must

@@ -13,7 +13,6 @@ SAM 2 checkpoint plus plugin builds HQ-SAM 2 instead (engines/hq_sam/sam2.py).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
@@ -25,11 +24,11 @@ from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, 
 from engines.hq_sam.weights import (freeze_all_but_hq, has_hq_weights, hq_part_of, merge_hq_plugin,
                                     split_hq_checkpoint)
 from engines.hq_sam.fast import predict_masks_folded
+from engines.hosts.detect import SamConfig, detect, is_sam2_state, sam_config_from_state
 from engines.hosts.sam import SamEngine
 from engines.types import CheckpointError, Embedding, EngineError
 
 HQ_ARCHS = ("vit_b", "vit_l", "vit_h", "vit_tiny")
-OFFICIAL_VITS = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}   # (width, depth)
 # TinyViT's ImageNet classifier: in the class, never used by SAM, absent from some files.
 UNUSED_KEYS = ("image_encoder.head.", "image_encoder.norm_head.")
 
@@ -41,84 +40,6 @@ def hq_modeling():
         warnings.simplefilter("ignore")
         import segment_anything_hq.modeling as modeling
     return modeling
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    """A ViT SAM's shape, enough to build it; `sam_config_from_state` reads it off a state dict."""
-    img_size: int = 1024
-    patch_size: int = 16
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    window_size: int = 14
-    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    qkv_bias: bool = True
-    prompt_dim: int = 256
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
-    decoder_heads: int = 8
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
-
-    @property
-    def arch(self) -> str:
-        """Official name (vit_b/l/h), else "tiny", as engines.hosts.sam.guess_sam_arch
-        names them (plugin metadata must agree across engines)."""
-        official = OFFICIAL_VITS.get((self.embed_dim, self.depth))
-        return official if official and (self.img_size, self.prompt_dim) == (1024, 256) else "tiny"
-
-
-CONFIG_KEYS = ("image_encoder.pos_embed", "image_encoder.patch_embed.proj.weight",
-               "image_encoder.blocks.0.attn.rel_pos_h", "image_encoder.blocks.0.mlp.lin1.weight",
-               "image_encoder.neck.0.weight", "prompt_encoder.mask_downscaling.3.weight",
-               "mask_decoder.transformer.layers.0.mlp.lin1.weight",
-               "mask_decoder.iou_prediction_head.layers.0.weight")
-
-
-def _count(state: Mapping, prefix: str) -> int:
-    return len({k[len(prefix):].split(".", 1)[0] for k in state if k.startswith(prefix)})
-
-
-def sam_config_from_state(state: Mapping[str, torch.Tensor], *, num_heads: int | None = None,
-                          decoder_heads: int | None = None) -> SamConfig:
-    """Infer a ViT SAM's configuration from its state dict's shapes.
-
-    Encoder heads follow from the relative-position tables (head_dim); the decoder's head
-    count leaves no trace in shapes: 8 for official-size decoders, else 2 (engines.hosts.tiny's),
-    unless `decoder_heads` says otherwise."""
-    lacking = [k for k in CONFIG_KEYS if k not in state]
-    if lacking:
-        raise CheckpointError(f"cannot read a ViT SAM configuration from a state dict that looks "
-                              f"like {describe_checkpoint(state)}: it has no {lacking[0]}")
-    pos, proj = state["image_encoder.pos_embed"], state["image_encoder.patch_embed.proj.weight"]
-    embed_dim, patch, grid = int(proj.shape[0]), int(proj.shape[-1]), int(pos.shape[1])
-    depth = _count(state, "image_encoder.blocks.")
-    global_idx, window, head_dim = [], 14, None
-    for i in range(depth):
-        rel = state[f"image_encoder.blocks.{i}.attn.rel_pos_h"]
-        size, head_dim = (int(rel.shape[0]) + 1) // 2, int(rel.shape[1])
-        if size == grid:
-            global_idx.append(i)
-        else:
-            window = size
-    lin1 = state["image_encoder.blocks.0.mlp.lin1.weight"]
-    iou_depth = _count(state, "mask_decoder.iou_prediction_head.layers.")
-    prompt_dim = int(state["image_encoder.neck.0.weight"].shape[0])
-    dec_mlp = int(state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0])
-    return SamConfig(
-        img_size=grid * patch, patch_size=patch, embed_dim=embed_dim, depth=depth,
-        num_heads=num_heads or embed_dim // head_dim, mlp_ratio=int(lin1.shape[0]) / embed_dim,
-        window_size=window, global_attn_indexes=tuple(global_idx),
-        qkv_bias="image_encoder.blocks.0.attn.qkv.bias" in state, prompt_dim=prompt_dim,
-        mask_in_chans=int(state["prompt_encoder.mask_downscaling.3.weight"].shape[0]),
-        decoder_depth=_count(state, "mask_decoder.transformer.layers."), decoder_mlp_dim=dec_mlp,
-        decoder_heads=decoder_heads or (8 if (prompt_dim, dec_mlp) == (256, 2048) else 2),
-        iou_head_depth=iou_depth,
-        iou_head_hidden_dim=int(state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0])
-        if iou_depth > 1 else 256)
 
 
 def build_hq_sam(config: SamConfig):
@@ -168,25 +89,21 @@ def tiny_hq_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_he
 
 
 def guess_hq_arch(state: Mapping[str, torch.Tensor]) -> str | None:
-    """vit_b/l/h/vit_tiny for official shapes, "tiny" for other ViT SAMs, else None."""
-    if "image_encoder.pos_embed" in state:
-        try:
-            return sam_config_from_state(state).arch
-        except (CheckpointError, KeyError):   # ViT-like but incomplete (e.g. every block's rel_pos)
-            return None
-    if any(k.startswith("image_encoder.layers.") for k in state):
-        return "vit_tiny"
-    return None
+    """vit_b/l/h/vit_tiny for official shapes, "tiny" for other ViT SAMs, else None
+    (SAM 2 files included: HqSam2Engine reads those)."""
+    found = detect(state)
+    return found.arch if found.family in ("sam", "hq-sam") else None
 
 
-def build_for_state(state: Mapping[str, torch.Tensor], arch: str | None = None, **heads):
-    """The architecture a (HQ-)SAM state dict belongs to, randomly initialised."""
+def build_for_state(state: Mapping[str, torch.Tensor], arch: str | None = None, *,
+                    num_heads: int | None = None, decoder_heads: int | None = None):
+    """The HQ-SAM architecture a (HQ-)SAM state dict belongs to, randomly initialised."""
     arch = arch or guess_hq_arch(state)
     if arch in HQ_ARCHS:
         return build_hq_architecture(arch)
     if arch is None:
         raise CheckpointError(f"not a SAM checkpoint: it looks like {describe_checkpoint(state)}")
-    config = sam_config_from_state(state, **heads)
+    config = sam_config_from_state(state, num_heads=num_heads, decoder_heads=decoder_heads)
     if config.arch != arch:
         raise CheckpointError(f"the checkpoint holds a {config.arch} model, not {arch}")
     return build_hq_sam(config)
@@ -202,13 +119,15 @@ def load_hq_state(model, state: Mapping[str, torch.Tensor], path, expected: str,
 
 
 def hq_from_sam_state(state: Mapping[str, torch.Tensor], arch_or_builder: str | Callable | None = None,
-                      *, source: str | Path = "state dict", **heads):
+                      *, source: str | Path = "state dict", num_heads: int | None = None,
+                      decoder_heads: int | None = None):
     """A plain SAM state dict loaded into the HQ architecture: every SAM key must fit,
     and only the HQ parts may be missing (they keep PyTorch's default initialisation,
     as in the official training). `arch_or_builder`: an arch name, a callable returning
     an HQ Sam, or None to infer the shape from the state dict; `source` names the file
     in errors."""
-    model = arch_or_builder() if callable(arch_or_builder) else build_for_state(state, arch_or_builder, **heads)
+    model = arch_or_builder() if callable(arch_or_builder) else build_for_state(
+        state, arch_or_builder, num_heads=num_heads, decoder_heads=decoder_heads)
     load_hq_state(model, state, source, "HQ-SAM (SAM weights + new HQ parts)",
                   allow_missing=lambda k: hq_part_of(k, "mask_decoder.") is not None)
     freeze_all_but_hq(model)
@@ -248,10 +167,12 @@ class HqSamEngine(SamEngine):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None, exact: bool = False,
-                        plugin: str | Path | None = None, hq_token_only: bool = False, **heads):
-        heads = {k: v for k, v in heads.items() if k in ("num_heads", "decoder_heads")}
+                        plugin: str | Path | None = None, hq_token_only: bool = False,
+                        num_heads: int | None = None, decoder_heads: int | None = None):
+        """`num_heads` / `decoder_heads`: for ViT SAMs whose head counts are not the
+        defaults (see sam_config_from_state); a SAM 2 file builds HQ-SAM 2 (engines/hq_sam/sam2.py)."""
         state = load_state_dict(path, expected=f"HQ-SAM {arch or '(or SAM + plugin)'}")
-        if any(k.startswith("image_encoder.trunk.") for k in state):
+        if is_sam2_state(state):
             from engines.hq_sam.sam2 import HqSam2Engine
             return HqSam2Engine.from_state(state, path, arch=arch, device=device, exact=exact,
                                            plugin=plugin, hq_token_only=hq_token_only)
@@ -274,7 +195,7 @@ class HqSamEngine(SamEngine):
                                           backbone_checkpoint=checkpoint_identity(path))
             state = merge_hq_plugin(state, plugin_state)
             key += f"+{checkpoint_identity(plugin)}"
-        model = build_for_state(state, arch, **heads)
+        model = build_for_state(state, arch, num_heads=num_heads, decoder_heads=decoder_heads)
         load_hq_state(model, state, path, expected=f"HQ-SAM {arch}")
         return cls(model, backbone_key=key, device=device, exact=exact, hq_token_only=hq_token_only)
 

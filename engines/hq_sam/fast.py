@@ -1,22 +1,25 @@
-"""HQ-SAM's decoder, computed faster on a CPU with the same value up to float rounding.
+"""HQ-SAM's decoder, computed faster on a CPU with the same value up to float rounding
+(timings: docs/benchmarks.md).
 
 HQ-SAM's extra cost per prompt is `embedding_maskfeature` on the 256x256 grid: conv
-32->64, LayerNorm2d, GELU, conv 64->32 (~73 ms on 2 cores at ViT-B size). Here:
+32->64, LayerNorm2d, GELU, conv 64->32. Here:
 - the HQ mask is w^T (conv2(y) + hq_features) for the prompt's 32-d kernel w; the same
   value is (w^T conv2)(y) + w^T b2 + w^T hq_features: one 64 -> 1 convolution, computed
-  by `folded_conv3x3` as one (HW x 64)(64 x 9) product plus nine shifted adds (~3 ms a
-  prompt; conv2 took ~16, oneDNN's 64 -> 1 convolution ~9). Its backward is written out
-  (oneDNN's is slow for one output channel), so training runs the same fold;
-- conv1 runs on channels-last memory (oneDNN's fast layout here: 26 -> 13 ms);
-- LayerNorm2d, written in SAM as six passes over the tensor, is one `F.layer_norm` over
-  the channels-last view (26 -> 6 ms).
-Only the order of the sums changes, so logits agree to float rounding (tests bound it);
+  by `folded_conv3x3` as one (HW x 64)(64 x 9) product plus nine shifted adds (oneDNN's
+  64 -> 1 convolution is slow). Its backward is written out (oneDNN's is slow for one
+  output channel), so training runs the same fold;
+- conv1 runs on channels-last memory (oneDNN's fast layout here);
+- LayerNorm2d is one `F.layer_norm` over the channels-last view (fused_layer_norm_2d).
+The rest of predict_masks is the hosts' shared steps (engines/hosts/decoding.py). Only
+the order of the sums changes, so logits agree to float rounding (tests bound it);
 `exact=True` engines keep the reference's `predict_masks`.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from engines.hosts import decoding
+from engines.hosts.fast import fused_layer_norm_2d
 
 
 def predict_masks_folded(decoder, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
@@ -24,28 +27,20 @@ def predict_masks_folded(decoder, image_embeddings: torch.Tensor, image_pe: torc
                          hq_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Same inputs and outputs as `MaskDecoderHQ.predict_masks` (segment_anything_hq)."""
     d = decoder
-    output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight, d.hf_token.weight], dim=0)
-    output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-    tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-    n = tokens.shape[0]
-    if image_embeddings.shape[0] == 1:    # broadcast, not copied (same values)
-        src = (image_embeddings + dense_prompt_embeddings).expand(n, -1, -1, -1)
-        pos_src = image_pe.expand(n, -1, -1, -1)
-    else:
-        src = torch.repeat_interleave(image_embeddings, n, dim=0) + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, n, dim=0)
-    b, c, h, w = src.shape
-    hs, src = d.transformer(src, pos_src, tokens)
+    tokens = decoding.output_tokens([d.iou_token.weight, d.mask_tokens.weight, d.hf_token.weight],
+                                    sparse_prompt_embeddings)
+    src, pos_src = decoding.image_batch(image_embeddings, image_pe, dense_prompt_embeddings,
+                                        tokens.shape[0], broadcast=True)
+    hs, src = decoding.run_transformer(d, src, pos_src, tokens)
     mask_tokens_out = hs[:, 1:1 + d.num_mask_tokens, :]
-    upscaled = d.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+    upscaled = d.output_upscaling(src)
     n_sam = d.num_mask_tokens - 1
-    hyper_sam = torch.stack([d.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
-                             for i in range(n_sam)], dim=1)
+    hyper_sam = decoding.hypernetwork_in(d.output_hypernetworks_mlps[:n_sam], mask_tokens_out)
     w_hq = d.hf_mlp(mask_tokens_out[:, n_sam, :])                   # (b, 32)
     b, c, h, w = upscaled.shape
-    masks_sam = (hyper_sam @ upscaled.view(b, c, h * w)).view(b, n_sam, h, w)
+    masks_sam = decoding.hyper_masks(hyper_sam, upscaled)
     feature = d.embedding_maskfeature
-    hidden = feature[2](_layer_norm_2d(feature[1], feature[0](
+    hidden = feature[2](fused_layer_norm_2d(feature[1], feature[0](
         upscaled.contiguous(memory_format=torch.channels_last))))    # conv, LN2d, GELU
     hq_flat = hq_features.reshape(hq_features.shape[0], c, h * w)
     masks_hq = folded_mask(hidden, w_hq, feature[3]) + (w_hq[:, None] @ hq_flat).view(b, 1, h, w)
@@ -111,9 +106,3 @@ class _FoldedConv3x3(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_kernel = torch.bmm(z.view(B, H * W, C).transpose(1, 2), g_taps)
         return grad_z, grad_kernel
-
-
-def _layer_norm_2d(norm, x: torch.Tensor) -> torch.Tensor:
-    """segment_anything's LayerNorm2d (over channels of N, C, H, W) as one fused call."""
-    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
-    return y.permute(0, 3, 1, 2)

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from engines.hosts import sam2 as sam2_engine
+from engines.hosts.detect import guess_sam2_arch
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into
-from engines.hosts.fast.decoder import enable_fast_upscaling, sam2_upscale
+from engines.hosts import decoding
+from engines.hosts.fast.upscaling import enable_fast_upscaling, sam2_upscale
 from engines.hq_sam.fast import folded_mask
 from engines.hq_sam.weights import HQ2_PARTS, has_hq_weights, split_hq_checkpoint
 from engines.types import CheckpointError, Embedding
@@ -43,7 +45,7 @@ class HqSam2Decoder(nn.Module):
             nn.Conv2d(d // 4, d // 8, 3, 1, 1))
         self._host = [host]   # a list, so nn.Module does not register (or save) the host
         # fast engines and training: the positional encoding broadcast, not copied, and the
-        # high-resolution features added inside the upscaling (decoder_fast.py). Same
+        # high-resolution features added inside the upscaling (engines/hosts/fast/upscaling.py). Same
         # values up to rounding; off for exact engines (the reference's ops, bit for bit)
         self.fast = False
 
@@ -65,47 +67,28 @@ class HqSam2Decoder(nn.Module):
         """-> SAM's 4 mask logits, the HQ logit (B, 1, h, w), IoU (B, 4), mask tokens
         (B, 5, C) and the object-score logit, as the official HQ decoder computes them.
         `sam_masks=False`: SAM's logits are not needed (None), the HQ mask alone is."""
-        h = self.host
-        s = 1 if h.pred_obj_scores else 0
-        own = ([h.obj_score_token.weight] if s else []) + [h.iou_token.weight, h.mask_tokens.weight,
-                                                           self.hf_token.weight]
-        output_tokens = torch.cat(own, dim=0).unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
-        if repeat_image:
-            src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0)
-        else:
-            assert image_embeddings.shape[0] == tokens.shape[0]
-            src = image_embeddings
-        src = src + dense_prompt_embeddings
-        if self.fast and image_pe.shape[0] == 1:
-            pos_src = image_pe.expand(tokens.shape[0], -1, -1, -1)
-        else:
-            pos_src = torch.repeat_interleave(image_pe, tokens.shape[0], dim=0)
-        b, c, hh, ww = src.shape
-        hs, src = h.transformer(src, pos_src, tokens)
-        n = h.num_mask_tokens   # SAM's 4; the HQ token follows them
-        iou_token_out = hs[:, s, :]
+        host = self.host
+        own, s = decoding.sam2_own_tokens(host)
+        tokens = decoding.output_tokens(own + [self.hf_token.weight], sparse_prompt_embeddings)
+        src, pos_src = decoding.image_batch(image_embeddings, image_pe, dense_prompt_embeddings,
+                                            tokens.shape[0], repeat_image=repeat_image,
+                                            broadcast=self.fast)
+        hs, src = decoding.run_transformer(host, src, pos_src, tokens)
+        n = host.num_mask_tokens   # SAM's 4; the HQ token follows them
         mask_tokens_out = hs[:, s + 1: s + 2 + n, :]
-        upscaled = sam2_upscale(h, src.transpose(1, 2).view(b, c, hh, ww), high_res_features,
-                                fused=self.fast)
-        hyper = [h.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(n)]
-        hyper = torch.stack(hyper + [self.hf_mlp(mask_tokens_out[:, n, :])], dim=1)
-        b, c, hh, ww = upscaled.shape
-        masks_sam = (hyper[:, :n] @ upscaled.view(b, c, hh * ww)).view(b, -1, hh, ww) \
-            if sam_masks else None
+        upscaled = sam2_upscale(host, src, high_res_features, fused=self.fast)
+        hyper = decoding.hypernetwork_in(list(host.output_hypernetworks_mlps) + [self.hf_mlp],
+                                         mask_tokens_out)
+        masks_sam = decoding.hyper_masks(hyper[:, :n], upscaled) if sam_masks else None
         feature = self.embedding_maskfeature
-        if self.fast:   # the last conv folded into the HQ kernel (hq_fast.py; same value)
+        if self.fast:   # the last conv folded into the HQ kernel (engines/hq_sam/fast.py; same value)
             hidden = feature[2](feature[1](feature[0](upscaled)))
             masks_hq = folded_mask(hidden, hyper[:, n], feature[3])
         else:
-            upscaled_hq = feature(upscaled)
-            masks_hq = (hyper[:, n:] @ upscaled_hq.view(b, c, hh * ww)).view(b, -1, hh, ww)
-        iou_pred = h.iou_prediction_head(iou_token_out)
-        if s:
-            object_score_logits = h.pred_obj_score_head(hs[:, 0, :])
-        else:
-            object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
-        return masks_sam, masks_hq, iou_pred, mask_tokens_out, object_score_logits
+            masks_hq = decoding.hyper_masks(hyper[:, n:], feature(upscaled))
+        iou_pred = host.iou_prediction_head(hs[:, s, :])
+        return (masks_sam, masks_hq, iou_pred, mask_tokens_out,
+                decoding.object_score_logits(host, hs, iou_pred))
 
     def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
                 multimask_output: bool, repeat_image: bool, high_res_features=None,
@@ -144,7 +127,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.hq_decoder = hq_decoder.attach(self.model.sam_mask_decoder).to(self.device).eval()
-        if not exact:   # fused LayerNorm2d (decoder_fast.py); exact keeps SAM 2's own
+        if not exact:   # fused LayerNorm2d (engines/hosts/fast/upscaling.py); exact keeps SAM 2's own
             enable_fast_upscaling(self.hq_decoder.embedding_maskfeature)
         self.hq_decoder.fast = not exact
         self.hq_token_only = hq_token_only
@@ -153,7 +136,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
     def from_state(cls, state: Mapping[str, torch.Tensor], path: str | Path, arch: str | None = None,
                    device=None, exact: bool = False, plugin: str | Path | None = None,
                    hq_token_only: bool = False):
-        arch = arch or sam2_engine.guess_sam2_arch(state)
+        arch = arch or guess_sam2_arch(state)
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_state_dict
+from engines.files.checkpoints import checkpoint_identity
 from engines.files.plugin_index import scan_plugins, usable_plugin
 from engines.files.plugins import load_plugin, read_plugin_metadata
-from engines.hosts.sam2 import SAM2_CONFIGS, Sam2Engine, guess_sam2_arch
-from engines.hosts.sam import SAM_ARCHS, SamEngine, guess_sam_arch
+from engines.hosts import build as hosts_build
+from engines.hosts.sam2 import Sam2Engine
+from engines.hosts.sam import SamEngine
 from engines.stable_sam.plugin import StableSAMPlugin, attached
 from engines.types import CheckpointError, EngineError, Embedding, Prediction, Prompt
 
@@ -33,44 +34,6 @@ ENGINE = "stable-sam"
 def train_hint(backbone: str | Path) -> str:
     return (f"make one with `annotator train stable-sam --backbone {backbone} --data "
             "<COCO export>` and pass it as the plugin")
-
-
-# --- backbones ------------------------------------------------------------------------
-def _peek_state(path: Path) -> dict:
-    """The state dict, memory-mapped where the file allows (only shapes are read here)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:   # legacy format or a bad file: the full reader gives the message
-        return load_state_dict(path, expected="SAM or SAM 2.1")
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        return load_state_dict(path, expected="SAM or SAM 2.1")
-    return obj
-
-
-def build_host(path: str | Path, arch: str | None = None, device=None,
-               exact: bool = False) -> tuple[SamEngine | Sam2Engine, str]:
-    """(host engine, backbone arch such as "sam:vit_b" / "sam2:hiera_t") for a SAM,
-    SAM 2.1 or tiny SAM (engines.hosts.tiny) checkpoint; the kind is read from the file unless
-    `arch` names it."""
-    path = Path(path)
-    if arch is None:
-        state = _peek_state(path)
-        arch = guess_sam2_arch(state) or guess_sam_arch(state)   # "tiny": engines.hosts.tiny
-        if arch is None:
-            raise CheckpointError(f"checkpoint {path} is not a SAM or SAM 2.1 checkpoint, which "
-                                  f"Stable-SAM needs: it looks like {describe_checkpoint(state)}")
-        del state
-    with torch.random.fork_rng(devices=[]):   # a tiny SAM's builder seeds torch
-        if arch in SAM2_CONFIGS:
-            host = Sam2Engine.from_checkpoint(path, arch=arch, device=device, exact=exact)
-            return host, f"sam2:{arch}"
-        if arch in SAM_ARCHS + ("tiny",):
-            host = SamEngine.from_checkpoint(path, arch=arch, device=device, exact=exact)
-            return host, f"sam:{arch}"
-    raise CheckpointError(f"Stable-SAM cannot host architecture {arch!r}; choose one of "
-                          f"{', '.join(SAM_ARCHS + tuple(SAM2_CONFIGS))}")
 
 
 def find_plugin(backbone: str | Path, directories: list[str | Path] | None = None) -> Path | None:
@@ -90,7 +53,7 @@ class StableSamEngine:
     def __init__(self, host: SamEngine | Sam2Engine, plugin: StableSAMPlugin, *,
                  plugin_path: str | Path | None = None, plugin_meta: dict | None = None):
         model = host.model
-        self.decoder = model.sam_mask_decoder if hasattr(model, "sam_mask_decoder") else model.mask_decoder
+        self.decoder = hosts_build.mask_decoder_of(model)
         width = int(self.decoder.transformer_dim)
         if plugin.conv_in.out_channels != width:
             raise CheckpointError(f"Stable-SAM plugin {plugin_path or ''} has width "
@@ -103,7 +66,7 @@ class StableSamEngine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, plugin: str | Path | None = None, **_ignored):
+                        exact: bool = False, plugin: str | Path | None = None):
         """`path`: the SAM / SAM 2.1 backbone; `plugin`: a stable-sam plugin file trained
         on it (default: one found beside the backbone, see find_plugin)."""
         path = Path(path)
@@ -119,7 +82,8 @@ class StableSamEngine:
         if meta.get("engine") != ENGINE or meta.get("backbone_checkpoint") != identity:
             load_plugin(plugin, engine=ENGINE, backbone_arch=str(meta.get("backbone_arch")),
                         backbone_checkpoint=identity)      # raises, naming the mismatch
-        host, backbone_arch = build_host(path, arch, device=device, exact=exact)
+        host, backbone_arch = hosts_build.build_host(path, arch, device=device, exact=exact,
+                                                     needed_by="Stable-SAM")
         return cls.from_host(host, plugin, backbone_arch=backbone_arch, backbone_checkpoint=identity)
 
     @classmethod

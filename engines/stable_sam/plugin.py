@@ -3,9 +3,10 @@ frozen mask decoder.
 
 `StableSAMPlugin` holds the only trainable weights (81,829 for C=256, h=32). `attach`
 wraps the forward of the decoder's 2nd TwoWayAttentionBlock (layer index 1) on that
-instance only: its token->image cross-attention reads a1*x_def + a2*x (Eq. 6) instead
-of x. Every SAM module and weight is reused as is, nothing is copied or registered into
-SAM's module tree, and `detach` restores the class's forward. Works on the decoders of
+instance only, as a declared layer hook (engines.hosts.fast.layer_hooks): its
+token->image cross-attention reads a1*x_def + a2*x (Eq. 6) instead of x. Every SAM
+module and weight is reused as is, nothing is copied or registered into SAM's module
+tree, and `detach` restores the class's forward. Works on the decoders of
 `segment_anything`, `segment_anything_hq` and `sam2` (their blocks run the same steps).
 
 Bilinear sampling is done in feature-map pixel units: the values of
@@ -25,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.hosts.fast import (MixKeysHook, add_layer_hook, fused_layer_norm_2d, layer_hook,
+                                remove_layer_hook)
 from engines.types import EngineError
 
 LAYER = 1   # the 2nd two-way attention block (spec §2.1)
@@ -112,8 +115,8 @@ class StableSAMPlugin(nn.Module):
         B, _, C = x_star.shape
         H, W = hw
         image = x_star.view(B, H, W, C).permute(0, 3, 1, 2)          # channels-last view
-        h = self.dw(image).permute(0, 2, 3, 1)                        # (B, H, W, C)
-        h = F.gelu(F.layer_norm(h, (C,), self.norm.weight, self.norm.bias, self.norm.eps))
+        h = fused_layer_norm_2d(self.norm, self.dw(image)).permute(0, 2, 3, 1)   # (B, H, W, C)
+        h = F.gelu(h)
         raw = F.linear(h, self.conv_out.weight.view(2, C), self.conv_out.bias)
         return (self.s_p * torch.tanh(raw)).permute(0, 3, 1, 2)
 
@@ -186,9 +189,14 @@ def _fast_path(x_star: torch.Tensor, offsets: torch.Tensor) -> bool:
     return not needs_grad and x_star.device.type in ("cpu", "cuda")
 
 
-class StableSamHook:
-    """The wrapped forward of one TwoWayAttentionBlock; keeps the last routing weights
-    (B, 2) and offsets (B, 2, H, W), detached, for display and tests."""
+class StableSamHook(MixKeysHook):
+    """Stable-SAM's layer hook (engines.hosts.fast.LayerHook) on one TwoWayAttentionBlock:
+    step (2)'s keys/values mixed by the plugin. Installed as the block's forward (the
+    reference transformer calls it) and read by the fast transformer, which calls
+    `mix_keys` itself. Keeps the last routing weights (B, 2) and offsets (B, 2, H, W),
+    detached, for display and tests."""
+
+    layer_index = LAYER
 
     def __init__(self, transformer: nn.Module, plugin: StableSAMPlugin, out_idx: int):
         self.block = transformer.layers[LAYER]
@@ -206,9 +214,8 @@ class StableSamHook:
 
     def remove(self) -> None:
         self._pre.remove()
-        self.block.__dict__.pop("forward", None)
 
-    def mixed_keys(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def mix_keys(self, layer_index: int, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Step (2)'s keys/values: `keys` mixed by the plugin, routed by the output token
         of `queries` (after the block's self-attention); keeps alpha and the offsets."""
         routing = self.plugin.routing(queries[:, self.out_idx])
@@ -220,27 +227,6 @@ class StableSamHook:
         self.last_alpha = (routing * self.plugin.s).detach()
         self.last_offsets = offsets.detach()
         return mixed
-
-    def __call__(self, queries, keys, query_pe, key_pe):
-        blk = self.block   # the same steps as TwoWayAttentionBlock.forward, step (2) changed
-        if blk.skip_first_layer_pe:
-            queries = blk.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + blk.self_attn(q=q, k=q, v=queries)
-        queries = blk.norm1(queries)
-
-        mixed = self.mixed_keys(queries, keys)
-        q = queries + query_pe
-        queries = queries + blk.cross_attn_token_to_image(q=q, k=mixed + key_pe, v=mixed)
-        queries = blk.norm2(queries)
-
-        queries = blk.norm3(queries + blk.mlp(queries))
-
-        q = queries + query_pe
-        k = keys + key_pe          # the original x_p, as in Fig. 3a
-        keys = blk.norm4(keys + blk.cross_attn_image_to_token(q=k, k=q, v=queries))
-        return queries, keys
 
 
 def output_token_index(decoder: nn.Module) -> int:
@@ -277,16 +263,15 @@ def attach(decoder_or_transformer: nn.Module, plugin: StableSAMPlugin,
     transformer, out_idx = _transformer_and_index(decoder_or_transformer, out_idx)
     detach(transformer)
     hook = StableSamHook(transformer, plugin, out_idx)
-    hook.block.forward = hook       # instance attribute: only this block, no weights touched
-    transformer._stable_sam_hook = hook
+    add_layer_hook(transformer, hook)   # this block only, no weights touched
     return hook
 
 
 def detach(decoder_or_transformer: nn.Module) -> None:
     transformer = getattr(decoder_or_transformer, "transformer", decoder_or_transformer)
-    hook = transformer.__dict__.pop("_stable_sam_hook", None)
-    if hook is not None:
-        hook.remove()
+    layers = getattr(transformer, "layers", ())
+    if len(layers) > LAYER and isinstance(layer_hook(layers[LAYER]), StableSamHook):
+        remove_layer_hook(transformer, LAYER).remove()
 
 
 @contextmanager

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from engines.files import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
-from engines.hosts import enable_fast_decoder, enable_fast_upscaling
+from engines.hosts import (build_sam2_architecture, enable_fast_attention, enable_fast_decoder,
+                           enable_fast_upscaling, guess_sam2_arch, is_sam2_state)
 from engines.hq_sam import predict_masks_folded
 from engines.hq_sam import HQ2_PARTS, HqParts, has_hq_weights, split_hq_checkpoint
 from engines.hq_sam import guess_hq_arch, hq_features, hq_from_sam_state, select_hq_output
 from engines.types import CheckpointError, PromptError
-from engines.hosts import enable_fast_attention
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, Sam2Host, SamHost
@@ -164,7 +164,7 @@ def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
     whose head counts are not the defaults (see sam_config_from_state)."""
     state = load_state_dict(backbone, expected="SAM or SAM 2.1 (the frozen backbone of HQ-SAM)")
     identity = checkpoint_identity(backbone)
-    if any(k.startswith("image_encoder.trunk.") for k in state):
+    if is_sam2_state(state):
         return _sam2_adapter(state, backbone, identity, options.get("arch"))
     arch = options.get("arch") or guess_hq_arch(state)
     if arch is None:
@@ -176,14 +176,13 @@ def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
 
 
 def _sam2_adapter(state, backbone: str, identity: str, arch: str | None) -> HqSam2Adapter:
-    from engines.hosts import sam2 as sam2_engine
-    arch = arch or sam2_engine.guess_sam2_arch(state)
+    arch = arch or guess_sam2_arch(state)
     if arch is None:
         raise CheckpointError(f"checkpoint {backbone} is a SAM 2 checkpoint of unknown size")
     hq_state = None
     if has_hq_weights(state):
         state, hq_state = split_hq_checkpoint(state)
-    model = sam2_engine.build_sam2_architecture(arch)
+    model = build_sam2_architecture(arch)
     load_into(model, state, backbone, expected=f"SAM 2.1 {arch}")
     adapter = HqSam2Adapter(model, arch=arch, identity=identity)
     if hq_state is not None:

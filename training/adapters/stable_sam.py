@@ -14,9 +14,8 @@ from typing import Any
 import torch
 
 from engines.files import checkpoint_identity
-from engines.hosts import Sam2Engine
-from engines.stable_sam import StableSAMPlugin, attach
-from engines.stable_sam import ENGINE, build_host
+from engines.hosts import Sam2Engine, build_host, mask_decoder_of, prompt_encoder_of
+from engines.stable_sam import ENGINE, StableSAMPlugin, attach
 
 from ..api import AdapterOutput, PluginAdapter, TrainPrompt, register_adapter
 from .sam_host import HostGeometry, Sam2Host, SamHost
@@ -41,11 +40,11 @@ class StableSamAdapter(HostGeometry, PluginAdapter):
     # properties, not attributes: the decoder must not be registered twice in the tree
     @property
     def decoder(self):
-        return self.model.sam_mask_decoder if self.sam2 else self.model.mask_decoder
+        return mask_decoder_of(self.model)
 
     @property
     def prompt_encoder(self):
-        return self.model.sam_prompt_encoder if self.sam2 else self.model.prompt_encoder
+        return prompt_encoder_of(self.model)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -107,8 +106,7 @@ def build(backbone: str, arch: str | None = None, s_p: float = 4.0, drp_hidden: 
     if options:
         raise ValueError(f"stable-sam: unknown option(s) {', '.join(sorted(options))}; "
                          "known: arch, s_p, drp_hidden")
-    host, backbone_arch = build_host(backbone, arch, device="cpu")
-    model = host.model
-    decoder = model.sam_mask_decoder if isinstance(host, Sam2Engine) else model.mask_decoder
+    host, backbone_arch = build_host(backbone, arch, device="cpu", needed_by="Stable-SAM")
+    decoder = mask_decoder_of(host.model)
     plugin = StableSAMPlugin(int(decoder.transformer_dim), s_p=float(s_p), drp_hidden=int(drp_hidden))
     return StableSamAdapter(host, backbone_arch, checkpoint_identity(backbone), plugin)

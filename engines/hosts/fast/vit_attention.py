@@ -2,21 +2,23 @@
 
 The reference builds every attention map in full (12 heads x 4096 x 4096 floats = 805 MB
 in a global block of ViT-B), adds the decomposed relative-position terms through a
-broadcast over a 5-D view, then runs softmax and a second matmul over it. On the CPU
-that broadcast add alone took 39 % of ViT-B's encode. Here the two relative-position
+broadcast over a 5-D view, then runs softmax and a second matmul over it; on a CPU that
+broadcast add is a large share of the encode. Here the two relative-position
 terms become one additive bias per group of heads, and PyTorch's fused
 `scaled_dot_product_attention` does matmul + bias + softmax + matmul tile by tile, so
-the full map never exists. Same maths; results differ from the reference by float
+the full map never exists (timings: docs/benchmarks.md). Same maths; results differ from the reference by float
 rounding only (~1e-6 on the features; tests bound it). Off whenever autograd is on, so
 training sees the reference module unchanged.
 """
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import get_rel_pos
+
+from engines.hosts.fast.patching import patch, reference, unpatch
+
+FAST_ATTENTION = "fast-attention"   # the patch tag
 
 # Bias floats built per call (16 Mi = 64 MB): one head of a 64x64 global block, or all
 # heads of all 14x14 windows at once.
@@ -27,7 +29,7 @@ def fast_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     """`Attention.forward` of segment_anything, fused; falls back to the original when
     autograd is recording."""
     if torch.is_grad_enabled():
-        return self._reference_forward(x)
+        return reference(self, FAST_ATTENTION)(x)
     B, H, W, _ = x.shape
     heads = self.num_heads
     qkv = self.qkv(x).reshape(B, H * W, 3, heads, -1).permute(2, 0, 3, 1, 4)
@@ -55,17 +57,15 @@ def enable_fast_attention(image_encoder: torch.nn.Module) -> None:
     attributes only: parameters, state dict and module tree are untouched)."""
     for block in getattr(image_encoder, "blocks", ()):
         attn = getattr(block, "attn", None)
-        if attn is None or hasattr(attn, "_reference_forward"):
+        if attn is None or not all(hasattr(attn, name)
+                                   for name in ("qkv", "proj", "num_heads", "scale", "use_rel_pos")):
             continue
-        if not all(hasattr(attn, name) for name in ("qkv", "proj", "num_heads", "scale", "use_rel_pos")):
-            continue
-        attn._reference_forward = attn.forward
-        attn.forward = types.MethodType(fast_attention_forward, attn)
+        patch(attn, "forward", fast_attention_forward, FAST_ATTENTION)
 
 
 def disable_fast_attention(image_encoder: torch.nn.Module) -> None:
     """Back to the reference attention (an exact engine on a model a fast one patched)."""
     for block in getattr(image_encoder, "blocks", ()):
         attn = getattr(block, "attn", None)
-        if attn is not None and vars(attn).pop("_reference_forward", None) is not None:
-            vars(attn).pop("forward", None)
+        if attn is not None:
+            unpatch(attn, FAST_ATTENTION)
