@@ -161,12 +161,22 @@ def _cmd_eval(args) -> int:
 
 
 def _build_engines(args, options: dict) -> dict:
+    import inspect
+
+    from annotator.core.errors import InputError
     from engines.registry import get_spec
     engines = {}
     factory = get_spec(args.engine).factory
     kwargs = {"device": args.device, "exact": args.exact, **options}
     if args.plugin:
         kwargs["plugin"] = args.plugin
+    accepted = inspect.signature(factory.from_checkpoint).parameters
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:   # a misspelt --option must not be ignored, nor end in a TypeError
+        names = ["--plugin" if k == "plugin" else f"--option {k}" for k in unknown]
+        known = sorted(k for k in accepted if k not in ("path", "device", "exact", "arch", "plugin"))
+        raise InputError(f"{', '.join(names)}: engine {args.engine} takes no such option"
+                         + (f" (options: {', '.join(known)})" if known else ""))
     engine = engines[args.engine] = factory.from_checkpoint(args.backbone, **kwargs)
     if not args.no_baseline:
         # the engine's backbone key names its family ("sam2:hiera_t:...", "sam:vit_b:...",

@@ -75,3 +75,17 @@ def test_bad_inputs_are_named(dataset, tiny_backbone, tmp_path, capsys):
     assert main(["eval", "sam", "--backbone", str(tiny_backbone), "--data", str(data),
                  "--images", str(images), "--protocol", "wobbly-box"]) == 2
     assert "wobbly-box" in capsys.readouterr().err
+
+
+def test_eval_refuses_an_option_the_engine_does_not_take(dataset, tiny_backbone, capsys):
+    """A misspelt --option (or --plugin on a plain engine) is one line, not a TypeError
+    and not silently ignored."""
+    data, images = dataset
+    base = ["--backbone", str(tiny_backbone), "--data", str(data), "--images", str(images)]
+    assert main(["eval", "hq-sam", *base, "--option", "hq_tokn_only=1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--option hq_tokn_only: engine hq-sam takes no such option" in err
+    assert "hq_token_only" in err                       # the options it does take
+    assert main(["eval", "sam", *base, "--plugin", str(tiny_backbone)]) == 2
+    assert "--plugin: engine sam takes no such option" in capsys.readouterr().err
