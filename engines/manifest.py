@@ -30,6 +30,7 @@ class EngineInfo:
     train: str | None = None        # "plugin" | "whole" | None: what `annotator train` makes
     adapter: str | None = None      # the training adapter module, when `train` is set
     choosable: bool = False         # the model picker lists files to pin for it
+    checkpoints_of: str | None = None   # loads the checkpoint this engine would (and its pin)
 
     @property
     def trainable_plugin(self) -> bool:
@@ -56,6 +57,12 @@ ENGINES: tuple[EngineInfo, ...] = (
                "sloppy boxes and single clicks", plugin_hosts=("sam", "sam2"),
                plugin_required=True, train="plugin", adapter="training.adapters.stable_sam",
                choosable=True),
+    EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
+               "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
+               "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
+    EngineInfo("sam2-amg", frozenset({"auto"}), "engines.sam_amg", "Sam2AmgEngine",
+               "Segment everything on SAM 2 (SAM2AutomaticMaskGenerator's algorithm)",
+               checkpoints_of="sam2"),
 )
 
 # The routing policy (engines/router.py): first installed engine of the chain wins.
@@ -113,6 +120,8 @@ def _check(rows: Iterable[EngineInfo]) -> None:
     for info in rows:
         if not info.tasks <= set(TASKS):
             raise ValueError(f"engine {info.name!r}: unknown tasks {sorted(info.tasks - set(TASKS))}")
+        if info.checkpoints_of is not None and info.checkpoints_of not in _BY_NAME:
+            raise ValueError(f"engine {info.name!r}: checkpoints_of names no engine")
         if (info.train is None) != (info.adapter is None) or \
                 (info.train is not None and info.train not in TRAIN_KINDS):
             raise ValueError(f"engine {info.name!r}: `train` and `adapter` go together")

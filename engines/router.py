@@ -107,6 +107,8 @@ class Router:
             return Located(self.checkpoints[name], None, plugin)
         if not spec.needs_checkpoint:
             return Located()
+        if spec.checkpoints_of:        # e.g. sam-amg runs on whatever sam would load
+            return self._locate(spec.checkpoints_of)
         if plugin is None and not spec.plugin_required:
             own = self._catalogued(name)
             if own is not None:

@@ -133,4 +133,7 @@ class Proposer(Protocol):
     def embed(self, image: np.ndarray) -> Embedding: ...
 
     def propose(self, emb: Embedding, options: Mapping[str, Any] | None = None, *,
-                cancel: Cancel | None = None) -> Proposals: ...
+                cancel: Cancel | None = None,
+                image: np.ndarray | Callable[[], np.ndarray] | None = None) -> Proposals:
+        """`image`: the pixels `emb` was made from (or a function reading them), for
+        proposers that look at crops again; most need only `emb`."""

@@ -110,6 +110,17 @@ def _check_source(source: Any) -> Any:
                     f"got {type(source).__name__}")
 
 
+def _full_pixels(opened: OpenedImage) -> Callable[[], np.ndarray]:
+    """The pixels an embedding answers in, read only if a proposer asks (crop layers)."""
+    def read() -> np.ndarray:
+        if tuple(opened.shape) != tuple(opened.full_size):
+            raise CoreError(f"image {opened.image_id!r} is {opened.full_size[1]}x"
+                            f"{opened.full_size[0]} px: crop layers need the full-size pixels, "
+                            f"which are only read up to {max(opened.shape)} px")
+        return opened.pixels()
+    return read
+
+
 def _explain(routed: Any) -> str:
     return routed.explain() if callable(getattr(routed, "explain", None)) else str(routed.name)
 
@@ -490,7 +501,8 @@ class EngineService:
             if not callable(propose):
                 raise CoreError(f"engine {routed.name} cannot propose objects ({req.task})")
             emb, _ = self._embedder.embed(opened, routed.engine, job, lambda: None)
-            proposals = propose(emb, req.options, cancel=lambda: self._unwanted(req))
+            proposals = propose(emb, req.options, cancel=lambda: self._unwanted(req),
+                                image=_full_pixels(opened))
             event: Event = ProposalsReady(req.image_id, req.id, proposals, req.task, routed.name,
                                           _explain(routed), _ms(t0), wait_ms)
         except (JobAbandoned, CancelledError):

@@ -20,6 +20,7 @@ _EXPORTS = {
     **dict.fromkeys(("SAM2_CONFIGS", "Sam2Engine", "build_sam2_architecture"), "sam2"),
     **dict.fromkeys(("HOST_ARCHS", "build_host", "mask_decoder_of", "prompt_encoder_of"), "build"),
     **dict.fromkeys(("tiny_sam", "tiny_sam2"), "tiny"),
+    "upsample_logits": "outputs",
     **dict.fromkeys(("sam_preprocess", "sam_prompt_inputs", "sam2_feat_sizes", "sam2_feature_maps",
                      "sam2_prompt_points", "sam2_scale_coords"), "geometry"),
     **dict.fromkeys(("enable_decoder_reuse", "disable_decoder_reuse", "memo_dense_pe"), "exact"),

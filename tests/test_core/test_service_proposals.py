@@ -41,7 +41,7 @@ class BatchedProposer:
     def embed(self, img):
         return self.host.embed(img)
 
-    def propose(self, emb, options=None, *, cancel=None):
+    def propose(self, emb, options=None, *, cancel=None, image=None):
         options = dict(options or {})
         self.options_seen.append(options)
         side = options.get("points_per_side", 4)
