@@ -1,0 +1,176 @@
+"""'Segment everything': our sam-amg / sam2-amg against SamAutomaticMaskGenerator /
+SAM2AutomaticMaskGenerator on the same full-size architecture with RANDOM weights
+(no weights can be downloaded here), a 32x32 grid on a 1024x768 photo.
+
+Timed: everything after the image embedding (the encoder runs once per process; the
+reference's `set_image` is replaced by restoring those features). Each measurement runs
+in its own process, whose peak RSS growth over the embedded state (VmHWM after
+clear_refs) is the memory column. With random weights almost nothing passes the default
+filters, so a second setting (every filter off: IoU 0, stability 0, NMS 1.0) makes the
+post-processing do the work real weights would give it.
+
+    python bench/proposals.py [--archs vit_b hiera_t] [--runs 3] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PHOTO = ROOT.parent / "shared" / "data" / "photos" / "cars.jpg"
+SETTINGS = {"defaults": {}, "filters off": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                                            "box_nms_thresh": 1.0}}
+
+
+def photo_1024x768() -> np.ndarray:
+    sys.path.insert(0, str(ROOT))
+    from annotator.core.images import load_image
+    img = load_image(PHOTO)
+    h, w = img.shape[:2]
+    scale = max(1024 / w, 768 / h)
+    import cv2
+    img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    y0, x0 = (img.shape[0] - 768) // 2, (img.shape[1] - 1024) // 2
+    return np.ascontiguousarray(img[y0:y0 + 768, x0:x0 + 1024])
+
+
+def _peak_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(arch: str, impl: str, setting: str) -> dict:
+    """One measurement in this process: embed once, then time one generation."""
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from engines.hosts import Sam2Engine, SamEngine, build_sam2_architecture, build_sam_architecture
+    from engines.sam_amg import Sam2AmgEngine, SamAmgEngine
+    torch.manual_seed(0)
+    sam2 = arch.startswith("hiera")
+    model = build_sam2_architecture(arch) if sam2 else build_sam_architecture(arch)
+    image = photo_1024x768()
+    options = {"points_per_side": 32, **SETTINGS[setting]}
+    calls = [0]
+    decoder = model.sam_mask_decoder if sam2 else model.mask_decoder
+    decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    if impl == "reference":
+        gen = _reference(model, sam2, image, options)
+        run = lambda: gen.generate(image)                          # noqa: E731
+    else:
+        host = (Sam2Engine if sam2 else SamEngine)(model, backbone_key="bench", device="cpu",
+                                                   exact=impl == "ours-exact")
+        amg = (Sam2AmgEngine if sam2 else SamAmgEngine)(host)
+        emb = amg.embed(image)
+        run = lambda: amg.propose(emb, options)                    # noqa: E731
+    base = _rss_mib()
+    _peak_reset()
+    t0 = time.perf_counter()
+    out = run()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_mib": _hwm_mib() - base, "decoder_passes": calls[0],
+            "proposals": len(out)}
+
+
+def _reference(model, sam2: bool, image, options):
+    import torch
+    if sam2:
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+        gen = SAM2AutomaticMaskGenerator(model, **options)
+    else:
+        from segment_anything import SamAutomaticMaskGenerator
+        gen = SamAutomaticMaskGenerator(model, **options)
+    pred = gen.predictor
+    with torch.no_grad():
+        pred.set_image(image)
+    saved = dict(vars(pred))
+    pred.set_image = lambda _img: vars(pred).update(saved)     # embed once, as ours
+    return gen
+
+
+def run_all(archs: list[str], runs: int) -> list[dict]:
+    rows = []
+    for arch in archs:
+        for setting in SETTINGS:
+            for impl in ("reference", "ours-exact", "ours"):
+                samples = []
+                for _ in range(runs):
+                    cmd = [sys.executable, __file__, "--worker", arch, impl, setting]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{arch} {impl} {setting} failed:\n{proc.stderr[-2000:]}")
+                    samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                    print(arch, setting, impl, samples[-1], file=sys.stderr, flush=True)
+                rows.append({"arch": arch, "setting": setting, "impl": impl,
+                             "seconds": float(np.median([s["seconds"] for s in samples])),
+                             "peak_mib": float(np.median([s["peak_mib"] for s in samples])),
+                             "decoder_passes": samples[0]["decoder_passes"],
+                             "proposals": samples[0]["proposals"], "runs": runs})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    sys.path.insert(0, str(HERE))
+    from _latency_report import machine
+    m = machine()
+    flags = Path("/proc/cpuinfo").read_text()
+    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16"))
+    lines = ["## Proposals: segment everything (`bench/proposals.py`)", "",
+             f"{m['cpu']} ({marks}), {m['usable_cores']} cores, torch threads as set by "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; full-size "
+             "architectures with **random weights**; 32x32 grid on a 1024x768 crop of "
+             "`cars.jpg`; time after the image embedding, median of "
+             f"{rows[0]['runs']} runs, each in its own process; peak = RSS high-water growth "
+             "over the embedded state.", "",
+             "| arch | filters | implementation | time (s) | vs reference | peak MiB | decoder passes | proposals |",
+             "|---|---|---|---|---|---|---|---|"]
+    ref = {(r["arch"], r["setting"]): r for r in rows if r["impl"] == "reference"}
+    for r in rows:
+        base = ref[(r["arch"], r["setting"])]
+        lines.append(f"| {r['arch']} | {r['setting']} | {r['impl']} | {r['seconds']:.2f} | "
+                     f"{r['seconds'] / base['seconds']:.2f}x | {r['peak_mib']:.0f} | "
+                     f"{r['decoder_passes']} | {r['proposals']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(*sys.argv[2:5])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["vit_b", "hiera_t"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    rows = run_all(args.archs, args.runs)
+    text = table(rows)
+    print(text)
+    if not args.no_write:
+        sys.path.insert(0, str(HERE))
+        from _docs import write_section
+        write_section(ROOT / "docs" / "benchmarks.md", "proposals", text)
+
+
+if __name__ == "__main__":
+    main()
