@@ -7,21 +7,12 @@ import threading
 
 import numpy as np
 import pytest
-import torch
-from test_engine_service import WAIT, Recorder, image, memory_cache, sam
+from test_engine_service import WAIT, Recorder, image, memory_cache, one_torch_thread, sam  # noqa: F401
 
 from annotator.core.service import (Dropped, EmbeddingState, EngineService, ProposalsFailed,
                                     ProposalsReady)
 from engines.router import Routed, Router
 from engines.types import CancelledError, OptionsError, PromptError, Proposals
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 class BatchedProposer:

@@ -16,8 +16,16 @@ from engines.types import EngineError
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("annotator", "engines", "training", "bench", "scripts")
 ROUTED_ONLY = {"pmg-sam", "ip-sam", "sam-mi"}     # routed to, not built yet
-# the latency goals each plugin's issue set, keyed by engine: benchmark data, not engine facts
-ALLOWED = {"bench/_plugin_report.py:17"}
+# Collections that name engines but are not engine facts, each with its reason:
+ALLOWED = {
+    # the latency goals each plugin's issue set: benchmark data
+    ("bench/_plugin_report.py", frozenset({"stable-sam", "hq-sam"})),
+    # checkpoint file families (what a state dict is), which share names with engines
+    ("engines/hosts/detect.py", frozenset({"sam", "sam2", "hq-sam"})),
+    ("engines/hq_sam/engine.py", frozenset({"sam", "hq-sam"})),
+    # the host package's module names (engines/hosts/sam.py, sam2.py)
+    ("engines/hosts/__init__.py", frozenset({"sam", "sam2"})),
+}
 
 
 def test_importing_the_manifest_and_the_picker_inputs_loads_no_torch():
@@ -80,7 +88,7 @@ def test_no_engine_name_lists_outside_the_manifest():
             if path == REPO / "engines" / "manifest.py":
                 continue
             for line, found in _engine_name_collections(ast.parse(path.read_text()), names):
-                if f"{path.relative_to(REPO)}:{line}" not in ALLOWED:
+                if (str(path.relative_to(REPO)), frozenset(found)) not in ALLOWED:
                     offenders.append(f"{path.relative_to(REPO)}:{line} {found}")
     assert not offenders, "engine names listed outside engines/manifest.py:\n" + "\n".join(offenders)
 
