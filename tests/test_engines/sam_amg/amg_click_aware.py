@@ -3,8 +3,8 @@ the NMS after small-region removal actually suppress something.
 
 With random weights every click's masks span the whole image (one box for all), so NMS
 below 1.0 keeps one proposal and an equivalence test cannot tell NMS from a plain sort
-(tried: swapping `engines.auto.nms` for a sort passed every other sam_amg test). Some
-Adam steps on the real decoder (segment_anything's prompt encoder and mask decoder,
+(tried: swapping `engines.auto.nms` for a sort passed every other sam_amg test).
+Eighty Adam steps on the real decoder (segment_anything's prompt encoder and mask decoder,
 nothing replaced) teach it "a disc around the click, three radii": masks become local,
 their boxes differ, and NMS at the reference's 0.7 keeps some and drops some. The
 weights are whatever the steps give; the tests only need both sides to run the same
@@ -28,8 +28,8 @@ from engines.hosts import SamEngine, tiny_sam
 RADII = (6.0, 10.0, 16.0)      # low-res pixels (tiny_sam's low-res grid is 64 x 64)
 
 
-def click_aware_sam(seed: int = 1, steps: int = 120, batch: int = 24):
-    """A trained tiny_sam (eval mode); about 6 s on one core."""
+def click_aware_sam(seed: int = 1, steps: int = 80, batch: int = 16):
+    """A trained tiny_sam (eval mode); about 4 s on one core."""
     torch.manual_seed(seed)
     model = tiny_sam(seed=seed)
     host = SamEngine(copy.deepcopy(model), backbone_key="train", device="cpu", exact=True)
