@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,27 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from _proc import cpu_header, status_kib
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 CASES = ("load-full", "load-engine", "segment", "service")
 FORMATS = ("png", "jpeg")
-
-
-def cpu_header() -> str:
-    """CPU model and the bf16 flags, as the other tables in docs/benchmarks.md give them."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == (platform.processor() or "unknown CPU"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16"))
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{model} ({marks}), {os.cpu_count()} cores, {ram:.0f} GiB RAM, "
-            f"Python {platform.python_version()}")
 
 
 def make_images(folder: Path, side: int) -> dict[str, Path]:
@@ -67,13 +51,6 @@ def make_images(folder: Path, side: int) -> dict[str, Path]:
 
 
 # ---- worker (one case, one fresh process) -----------------------------------------------
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
 
 def _service_case(path: Path, side: int) -> None:
     import threading
@@ -118,7 +95,7 @@ def worker(case: str, path: Path, side: int) -> dict:
         import annotator.core.service  # noqa: F401
         import engines.classic  # noqa: F401
         import engines.router  # noqa: F401
-    base = _status_kib("VmRSS")
+    base = status_kib("VmRSS")
     t0 = time.perf_counter()
     if case == "load-full":
         shape = load_image(path).shape
@@ -135,7 +112,7 @@ def worker(case: str, path: Path, side: int) -> dict:
     else:
         _service_case(path, side)
         shape = None
-    return {"case": case, "base_kib": base, "peak_kib": _status_kib("VmHWM"),
+    return {"case": case, "base_kib": base, "peak_kib": status_kib("VmHWM"),
             "seconds": time.perf_counter() - t0, "shape": shape}
 
 
@@ -192,7 +169,7 @@ def main() -> None:
             results.append(r)
     decoded = args.side * args.side * 3
     body = "\n".join([
-        f"## Huge images: peak memory (`bench/huge_image_memory.py`)", "",
+        "## Huge images: peak memory (`bench/huge_image_memory.py`)", "",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu_header()}.",
         f"Image: synthetic {args.side}x{args.side} RGB (decoded size {decoded / 2**20:,.0f} MiB = "
         "W x H x 3 bytes), PNG (compression 1) and JPEG (quality 90). Each case runs in a fresh "

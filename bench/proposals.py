@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_header, reset_peak, status_kib  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PHOTO = ROOT.parent / "shared" / "data" / "photos" / "cars.jpg"
@@ -40,24 +43,6 @@ def photo_1024x768() -> np.ndarray:
     img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     y0, x0 = (img.shape[0] - 768) // 2, (img.shape[1] - 1024) // 2
     return np.ascontiguousarray(img[y0:y0 + 768, x0:x0 + 1024])
-
-
-def _peak_reset() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker(arch: str, impl: str, setting: str) -> dict:
@@ -83,12 +68,12 @@ def worker(arch: str, impl: str, setting: str) -> dict:
         amg = (Sam2AmgEngine if sam2 else SamAmgEngine)(host)
         emb = amg.embed(image)
         run = lambda: amg.propose(emb, options)                    # noqa: E731
-    base = _rss_mib()
-    _peak_reset()
+    base = status_kib("VmRSS") / 1024
+    reset_peak()
     t0 = time.perf_counter()
     out = run()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_mib": _hwm_mib() - base, "decoder_passes": calls[0],
+    return {"seconds": seconds, "peak_mib": status_kib("VmHWM") / 1024 - base, "decoder_passes": calls[0],
             "proposals": len(out)}
 
 
@@ -131,13 +116,8 @@ def run_all(archs: list[str], runs: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    sys.path.insert(0, str(HERE))
-    from _latency_report import machine
-    m = machine()
-    flags = Path("/proc/cpuinfo").read_text()
-    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16"))
     lines = ["## Proposals: segment everything (`bench/proposals.py`)", "",
-             f"{m['cpu']} ({marks}), {m['usable_cores']} cores, torch threads as set by "
+             f"{cpu_header()}; torch threads as set by "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; full-size "
              "architectures with **random weights**; 32x32 grid on a 1024x768 crop of "
              "`cars.jpg`; time after the image embedding, median of "

@@ -181,8 +181,7 @@ class SamAmgEngine:
         sources = [{"point": p, "crop": c, "stability": float(s)}
                    for p, c, s in zip(found.points.tolist(), found.crop.tolist(), found.stability)]
         return Proposals(found.masks.numpy(), found.scores.float().cpu().numpy(),
-                         boxes.numpy().astype(np.float32), self.name, sources=sources,
-                         extras={"grid": True})
+                         boxes.numpy().astype(np.float32), self.name, sources=sources)
 
 
 class Sam2AmgEngine(SamAmgEngine):

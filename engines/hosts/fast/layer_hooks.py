@@ -11,6 +11,7 @@ calls `mix_keys` inside its own rearranged block. Either way the block's four st
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
@@ -78,15 +79,16 @@ def two_way_block(block: nn.Module, queries: torch.Tensor, keys: torch.Tensor,
     return queries, block.norm4(keys)
 
 
-class MixKeysHook:
+class MixKeysHook(ABC):
     """Base of a LayerHook installed as its block's forward: the block's steps with
     step (2)'s keys/values from `mix_keys`. Subclasses set `layer_index` and `block`
     and implement `mix_keys`."""
     layer_index: int
     block: nn.Module
 
+    @abstractmethod
     def mix_keys(self, layer_index: int, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Keys (and values) for step (2), cross-attention from the tokens to the image."""
 
     def __call__(self, queries, keys, query_pe, key_pe):
         return two_way_block(self.block, queries, keys, query_pe, key_pe,

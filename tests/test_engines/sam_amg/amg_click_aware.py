@@ -30,7 +30,7 @@ RADII = (6.0, 10.0, 16.0)      # low-res pixels (tiny_sam's low-res grid is 64 x
 
 
 def click_aware_sam(seed: int = 1, steps: int = 80, batch: int = 16):
-    """A trained tiny_sam (eval mode); about 4 s on one core."""
+    """A trained tiny_sam (eval mode)."""
     torch.manual_seed(seed)
     model = tiny_sam(seed=seed)
     host = SamEngine(copy.deepcopy(model), backbone_key="train", device="cpu", exact=True)
