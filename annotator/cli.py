@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "annotator.commands.segment",
     "annotator.commands.models",
     "annotator.commands.project",
+    "annotator.commands.autolabel",
     "annotator.commands.train",
 )
 

@@ -22,15 +22,15 @@ import cv2
 import numpy as np
 
 from annotator.core.geometry import rle_to_mask
-from annotator.core.dataset import AnnotationRecord, CategoryRecord
+from annotator.core.dataset import AnnotationRecord, CandidateRecord, CategoryRecord
 from annotator.core.errors import ProjectError
 from annotator.core.store import Project
 
 log = logging.getLogger(__name__)
 
-# Snapshot keys: ("annotation", id) or ("category", id); value None = "does not exist".
+# Snapshot keys: ("annotation" | "category" | "candidate", id); value None = "does not exist".
 Key = tuple[str, int]
-Record = AnnotationRecord | CategoryRecord | None
+Record = AnnotationRecord | CategoryRecord | CandidateRecord | None
 
 
 class StaleCommandError(ProjectError):
@@ -86,8 +86,10 @@ class SnapshotCommand(Command):
 
 def _read(project: Project, key: Key) -> Record:
     kind, ident = key
+    read = {"annotation": project.annotation, "category": project.category,
+            "candidate": project.candidate}[kind]
     try:
-        return project.annotation(ident) if kind == "annotation" else project.category(ident)
+        return read(ident)
     except ProjectError:
         return None
 
@@ -118,7 +120,11 @@ def _write(project: Project, state: dict[Key, Record]) -> None:
         for key in keys("annotation", False):
             if _read(project, key) is not None:
                 project.delete_annotation(key[1])
+        for key in keys("candidate", False):
+            if _read(project, key) is not None:
+                project.delete_candidate(key[1])
         project.put_annotations([state[k] for k in keys("annotation", True)])  # type: ignore[misc]
+        project.put_candidates([state[k] for k in keys("candidate", True)])  # type: ignore[misc]
         for key in keys("category", False):
             if _read(project, key) is not None:
                 project.delete_category(key[1])

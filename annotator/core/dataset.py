@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def human_drawn() -> dict[str, Any]:
+    """The provenance of an annotation a person made with the prompt tools."""
+    return {"origin": "human", "review": "drawn"}
+
+
 @dataclass
 class ImageRecord:
     id: int
@@ -42,6 +47,24 @@ class AnnotationRecord:
     prompts: list[dict[str, Any]] = field(default_factory=list)  # JSON-able prompt log
     order: int = 0          # z-order within the image (draw/list order)
     created: float = 0.0    # unix seconds
+    updated: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=human_drawn)   # see store_schema
+
+
+@dataclass
+class CandidateRecord:
+    """An engine's proposal waiting for a person: never exported, never counted as an
+    annotation. Accepting one turns it into an annotation with engine provenance."""
+    id: int
+    image_id: int
+    rle: dict[str, Any]     # COCO RLE, compressed counts (str)
+    score: float
+    engine: str
+    label: str = ""         # the proposer's class name ("" when it names none)
+    provenance: dict[str, Any] = field(default_factory=dict)   # model, run_id, text ...
+    status: str = "pending"     # "pending" | "rejected" (kept so a re-run stays rejected)
+    edited: bool = False    # a person changed the mask before accepting
+    created: float = 0.0
     updated: float = 0.0
 
 

@@ -121,6 +121,14 @@ def _full_pixels(opened: OpenedImage) -> Callable[[], np.ndarray]:
     return read
 
 
+def model_identity(routed: Any) -> str:
+    """What a proposal records as its model: the backbone key (architecture + checkpoint
+    identity) and the plugin file, if any."""
+    plugin = getattr(routed, "plugin", None)
+    key = str(getattr(routed.engine, "backbone_key", ""))
+    return key + (f"+{plugin.name}" if plugin is not None else "")
+
+
 def _explain(routed: Any) -> str:
     return routed.explain() if callable(getattr(routed, "explain", None)) else str(routed.name)
 
@@ -504,7 +512,8 @@ class EngineService:
             proposals = propose(emb, req.options, cancel=lambda: self._unwanted(req),
                                 image=_full_pixels(opened))
             event: Event = ProposalsReady(req.image_id, req.id, proposals, req.task, routed.name,
-                                          _explain(routed), _ms(t0), wait_ms)
+                                          _explain(routed), _ms(t0), wait_ms,
+                                          model_identity(routed))
         except (JobAbandoned, CancelledError):
             event = Dropped(req.image_id, req.id, "cancelled")
         except Exception as exc:

@@ -57,6 +57,7 @@ class ProposalsReady:
     explain: str
     ms: float
     wait_ms: float = 0.0
+    model: str = ""                 # the engine's model identity (backbone key, plugin file)
 
 
 @dataclass(frozen=True)

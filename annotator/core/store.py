@@ -24,10 +24,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from annotator.core import store_schema as schema
 from annotator.core.store_schema import ImportReport
-from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
+from annotator.core.dataset import (AnnotationRecord, CategoryRecord, Dataset, ImageRecord,
+                                    human_drawn)
 from annotator.core.errors import ImageLoadError, ProjectError
 from annotator.core.images import list_images, outside_root_problem, read_image_info
 from annotator.core.project_lock import ProjectLock
+from annotator.core.store_candidates import CandidateStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,15 @@ class ScanReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file_name, why)
 
 
-class Project:
+def edited(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance after a person changed the annotation: an accepted proposal is
+    now an edited one; anything else stays as it was."""
+    if provenance.get("review") == "accepted":
+        return {**provenance, "review": "edited"}
+    return provenance
+
+
+class Project(CandidateStore):
     """An open project file. Use `Project.create` / `Project.open`, ideally as a context
     manager. Not thread-safe: use it from one thread (the GUI thread or the CLI)."""
 
@@ -426,8 +436,10 @@ class Project:
     def add_annotation(self, image_id: int, category_id: int, mask_or_rle: Any, *,
                        score: float | None = None, engine: str = "",
                        prompts: Sequence[dict[str, Any]] = (),
-                       iscrowd: bool = False) -> AnnotationRecord:
-        """Accept a mask (H x W array, or COCO RLE) as a new instance, drawn on top."""
+                       iscrowd: bool = False,
+                       provenance: dict[str, Any] | None = None) -> AnnotationRecord:
+        """Accept a mask (H x W array, or COCO RLE) as a new instance, drawn on top.
+        `provenance` defaults to "drawn by a person" (store_schema.provenance_problem)."""
         with self.transaction():
             last = self._conn.execute("SELECT MAX(ord) FROM annotations WHERE image_id = ?",
                                       (image_id,)).fetchone()[0]
@@ -435,7 +447,8 @@ class Project:
             rec = AnnotationRecord(id=None, image_id=image_id, category_id=category_id,  # type: ignore[arg-type]
                                    rle=mask_or_rle, iscrowd=iscrowd, score=score,
                                    engine=engine, prompts=list(prompts),
-                                   order=0 if last is None else last + 1, created=now, updated=now)
+                                   order=0 if last is None else last + 1, created=now,
+                                   updated=now, provenance=dict(provenance or human_drawn()))
             new_id = self._write_annotation(rec, "new annotation")
             self._event("annotation_added", id=new_id, image_id=image_id)
             return self.annotation(new_id)
@@ -452,6 +465,7 @@ class Project:
                 rec.engine = engine
             if prompts is not _KEEP:
                 rec.prompts = list(prompts)
+            rec.provenance = edited(rec.provenance)
             self._write_annotation(rec, f"annotation {annotation_id}")
             self._event("annotation_changed", id=annotation_id, image_id=rec.image_id)
             return self.annotation(annotation_id)
@@ -460,8 +474,10 @@ class Project:
         with self.transaction():
             rec = self.annotation(annotation_id)
             self.category(category_id)
-            self._conn.execute("UPDATE annotations SET category_id = ?, updated = ? WHERE id = ?",
-                               (category_id, time.time(), annotation_id))
+            self._conn.execute("UPDATE annotations SET category_id = ?, updated = ?, "
+                               "provenance = ? WHERE id = ?",
+                               (category_id, time.time(),
+                                schema.provenance_json(edited(rec.provenance)), annotation_id))
             self._event("annotation_changed", id=annotation_id, image_id=rec.image_id)
             return self.annotation(annotation_id)
 
@@ -499,6 +515,8 @@ class Project:
             raise self._fail(f"{what} on image {img.id} {img.file_name!r}: {exc}") from None
         if rec.score is not None and not isinstance(rec.score, (int, float)):
             raise self._fail(f"{what}: score {rec.score!r} is not a number")
+        if problem := schema.provenance_problem(rec.provenance):
+            raise self._fail(f"{what}: {problem}")
         stored = AnnotationRecord(**{**rec.__dict__, "rle": rle})
         try:
             row = schema.annotation_row(stored, bbox, area)
@@ -549,6 +567,13 @@ class Project:
             "SELECT images.id, COUNT(annotations.id) FROM images LEFT JOIN annotations "
             "ON annotations.image_id = images.id GROUP BY images.id ORDER BY images.id")
         return dict(rows.fetchall())
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's page-level check and every dangling reference; [] for a sound file."""
+        found = [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        found += [f"{table} row {rowid} refers to a missing {parent} row"
+                  for table, rowid, parent, _ in self._conn.execute("PRAGMA foreign_key_check")]
+        return found
 
     def _exists(self, table: str, row_id: Any) -> bool:
         return self._conn.execute(f"SELECT 1 FROM {table} WHERE id = ?",

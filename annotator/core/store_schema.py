@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from annotator.core import geometry
-from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
+from annotator.core.dataset import (AnnotationRecord, CandidateRecord, CategoryRecord, Dataset,
+                                    ImageRecord)
 from annotator.core.errors import FormatError, ProjectError
 
 
@@ -71,6 +72,48 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX annotations_by_category ON annotations(category_id)")
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """v3: the review queue. Annotations record their provenance (who made them, and
+    whether a person accepted an engine's proposal unchanged or edited it); candidates
+    (proposals waiting for a person) and the proposal runs done per image get tables of
+    their own, so nothing that counts or exports annotations can see a candidate."""
+    conn.execute("ALTER TABLE annotations ADD COLUMN provenance TEXT NOT NULL "
+                 f"DEFAULT '{HUMAN_DRAWN_JSON}'")
+    _execute_script(conn, """
+        CREATE TABLE candidates(
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id    INTEGER NOT NULL REFERENCES images(id),
+            label       TEXT NOT NULL DEFAULT '',   -- the proposer's class name, '' none
+            rle         TEXT NOT NULL,
+            bbox        TEXT NOT NULL,
+            area        INTEGER NOT NULL CHECK (area > 0),
+            score       REAL NOT NULL,
+            engine      TEXT NOT NULL,
+            provenance  TEXT NOT NULL,              -- JSON: model, run, text, options
+            status      TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'rejected')),
+            edited      INTEGER NOT NULL DEFAULT 0,
+            created     REAL NOT NULL,
+            updated     REAL NOT NULL
+        );
+        CREATE INDEX candidates_by_image ON candidates(image_id, status);
+        -- One row per image and proposal settings (run_key): a batch run that finds the
+        -- row skips the image, which makes re-runs resumable and idempotent.
+        CREATE TABLE proposal_runs(
+            image_id    INTEGER NOT NULL REFERENCES images(id),
+            run_key     TEXT NOT NULL,
+            run_id      TEXT NOT NULL,
+            engine      TEXT NOT NULL,
+            settings    TEXT NOT NULL,
+            outcome     TEXT NOT NULL CHECK (outcome IN ('done', 'failed')),
+            message     TEXT NOT NULL DEFAULT '',
+            added       INTEGER NOT NULL DEFAULT 0,
+            finished    REAL NOT NULL,
+            PRIMARY KEY (image_id, run_key)
+        )
+    """)
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     # Not conn.executescript(): it COMMITs first, which would split the migration's
     # transaction. The DDL has no ';' inside strings or comments.
@@ -80,7 +123,7 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 # MIGRATIONS[v] upgrades a file at version v to v + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v0_to_v1, _v1_to_v2, _v2_to_v3]
 
 
 def latest_version() -> int:
@@ -103,7 +146,7 @@ def migrate(conn: sqlite3.Connection, from_version: int, to_version: int | None 
 IMAGE_COLUMNS = "id, file_name, width, height, sha256, orientation, reviewed, grp"
 CATEGORY_COLUMNS = "id, name, color, supercategory"
 ANNOTATION_COLUMNS = ("id, image_id, category_id, rle, iscrowd, score, engine, prompts, ord, "
-                      "created, updated")
+                      "created, updated, provenance")
 
 
 def image_from_row(row: sqlite3.Row | tuple) -> ImageRecord:
@@ -119,11 +162,12 @@ def category_from_row(row: sqlite3.Row | tuple) -> CategoryRecord:
 
 def annotation_from_row(row: sqlite3.Row | tuple) -> AnnotationRecord:
     (id_, image_id, category_id, rle, iscrowd, score, engine, prompts, ord_,
-     created, updated) = row
+     created, updated, provenance) = row
     return AnnotationRecord(id=id_, image_id=image_id, category_id=category_id,
                             rle=json.loads(rle), iscrowd=bool(iscrowd), score=score,
                             engine=engine, prompts=json.loads(prompts), order=ord_,
-                            created=created, updated=updated)
+                            created=created, updated=updated,
+                            provenance=json.loads(provenance))
 
 
 def annotation_row(rec: AnnotationRecord, bbox: list[int], area: int) -> dict[str, Any]:
@@ -136,20 +180,91 @@ def annotation_row(rec: AnnotationRecord, bbox: list[int], area: int) -> dict[st
         "engine": rec.engine,
         "prompts": json.dumps(list(rec.prompts), separators=(",", ":"), default=json_default),
         "ord": int(rec.order), "created": float(rec.created), "updated": float(rec.updated),
+        "provenance": provenance_json(rec.provenance),
     }
+
+
+def provenance_json(value: Any) -> str:
+    return _json(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=json_default)
 
 
 UPSERT_ANNOTATION = """
     INSERT INTO annotations(id, image_id, category_id, rle, bbox, area, iscrowd, score,
-                            engine, prompts, ord, created, updated)
+                            engine, prompts, ord, created, updated, provenance)
     VALUES (:id, :image_id, :category_id, :rle, :bbox, :area, :iscrowd, :score,
-            :engine, :prompts, :ord, :created, :updated)
+            :engine, :prompts, :ord, :created, :updated, :provenance)
     ON CONFLICT(id) DO UPDATE SET
         image_id=excluded.image_id, category_id=excluded.category_id, rle=excluded.rle,
         bbox=excluded.bbox, area=excluded.area, iscrowd=excluded.iscrowd,
         score=excluded.score, engine=excluded.engine, prompts=excluded.prompts,
-        ord=excluded.ord, created=excluded.created, updated=excluded.updated
+        ord=excluded.ord, created=excluded.created, updated=excluded.updated,
+        provenance=excluded.provenance
 """
+
+CANDIDATE_COLUMNS = ("id, image_id, label, rle, score, engine, provenance, status, edited, "
+                     "created, updated")
+
+
+def candidate_from_row(row: sqlite3.Row | tuple) -> CandidateRecord:
+    (id_, image_id, label, rle, score, engine, provenance, status, edited,
+     created, updated) = row
+    return CandidateRecord(id=id_, image_id=image_id, label=label, rle=json.loads(rle),
+                           score=score, engine=engine, provenance=json.loads(provenance),
+                           status=status, edited=bool(edited), created=created,
+                           updated=updated)
+
+
+def candidate_row(rec: CandidateRecord, bbox: list[int], area: int) -> dict[str, Any]:
+    return {
+        "id": rec.id, "image_id": rec.image_id, "label": rec.label,
+        "rle": json.dumps(rec.rle, separators=(",", ":")), "bbox": json.dumps(bbox),
+        "area": int(area), "score": float(rec.score), "engine": rec.engine,
+        "provenance": _json(rec.provenance), "status": rec.status,
+        "edited": int(bool(rec.edited)), "created": float(rec.created),
+        "updated": float(rec.updated),
+    }
+
+
+UPSERT_CANDIDATE = """
+    INSERT INTO candidates(id, image_id, label, rle, bbox, area, score, engine, provenance,
+                           status, edited, created, updated)
+    VALUES (:id, :image_id, :label, :rle, :bbox, :area, :score, :engine, :provenance,
+            :status, :edited, :created, :updated)
+    ON CONFLICT(id) DO UPDATE SET
+        image_id=excluded.image_id, label=excluded.label, rle=excluded.rle,
+        bbox=excluded.bbox, area=excluded.area, score=excluded.score,
+        engine=excluded.engine, provenance=excluded.provenance, status=excluded.status,
+        edited=excluded.edited, created=excluded.created, updated=excluded.updated
+"""
+
+
+# ---- provenance --------------------------------------------------------------------------
+# Every annotation says who made it ("origin": "human" | "engine") and what a person did
+# ("review": "drawn" | "accepted" unchanged | "edited" after an engine proposed it). Engine
+# provenance adds the proposer's facts (engine, model, plugin, score, text, run_id,
+# proposed_at), copied from the candidate it came from.
+
+ORIGINS = ("human", "engine")
+REVIEWS = ("drawn", "accepted", "edited")
+HUMAN_DRAWN_JSON = '{"origin":"human","review":"drawn"}'
+
+
+def provenance_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"provenance {value!r} is not an object"
+    if value.get("origin") not in ORIGINS:
+        return f"provenance origin {value.get('origin')!r} is not one of {list(ORIGINS)}"
+    if value.get("review") not in REVIEWS:
+        return f"provenance review {value.get('review')!r} is not one of {list(REVIEWS)}"
+    try:
+        json.dumps(value, default=json_default)
+    except (TypeError, ValueError) as exc:
+        return f"provenance cannot be stored as JSON ({exc})"
+    return None
 
 
 # ---- checks on values entering the store -----------------------------------------------
@@ -291,6 +406,8 @@ def check_dataset(ds: Dataset, source: str) -> CheckedDataset:
             json.dumps(list(ann.prompts), default=json_default)
         except (TypeError, ValueError) as exc:
             fail(rec, f"prompts cannot be stored as JSON ({exc})")
+        if problem := provenance_problem(ann.provenance):
+            fail(rec, problem)
     return out
 
 
@@ -447,7 +564,8 @@ def insert_dataset(conn: sqlite3.Connection, ds: Dataset, checked: CheckedDatase
                 id=0, image_id=image_id, category_id=report.category_ids[ann.category_id],
                 rle=rle, iscrowd=bool(ann.iscrowd), score=ann.score, engine=ann.engine,
                 prompts=list(ann.prompts), order=base + rank,
-                created=ann.created or now, updated=ann.updated or now)
+                created=ann.created or now, updated=ann.updated or now,
+                provenance=dict(ann.provenance))
             params = annotation_row(rec, bbox, area)
             del params["id"]
             rows.append((ann.id, params))

@@ -74,6 +74,10 @@ class SamAmgEngine:
     def embed(self, image: np.ndarray) -> Embedding:
         return self.host.embed(image)
 
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """OptionsError for options `propose` would refuse (a batch checks them once)."""
+        self.defaults.updated(options)
+
     @torch.no_grad()
     def propose(self, emb: Embedding, options: Mapping[str, Any] | None = None, *,
                 cancel: Cancel | None = None,

@@ -161,11 +161,13 @@ def test_migration_from_v1_keeps_the_data(tmp_path, root):
     path = tmp_path / "old.annot"
     _make_v1_file(path, root)
     with Project.open(path) as p:
-        assert p.schema_version == store_schema.latest_version() == 2
+        assert p.schema_version == store_schema.latest_version() == 3
         img = p.image(1)
         assert (img.file_name, img.width, img.group) == ("a.png", 40, "")
         ann = p.annotation(1)
         assert (ann.created, ann.updated, ann.category_id) == (1.0, 2.0, 1)
+        assert ann.provenance == {"origin": "human", "review": "drawn"}    # v3
+        assert p.candidates() == [] and p.pending_counts() == {}
         p.set_reviewed(1)   # the upgraded file is writable
 
 

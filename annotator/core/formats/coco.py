@@ -18,8 +18,11 @@ Writing (`write`):
   pycocotools.mask.encode produces), crowd objects included. The official COCO files
   write crowd counts as an uncompressed list; every pycocotools-based reader
   (`COCO.annToRLE`, detectron2, mmdet) accepts both, and ours reads both.
-- Extra annotation keys `score`, `engine`, `prompts` (ignored by other tools; read
-  back by ours and by the training module).
+- Extra annotation keys `score`, `engine`, `prompts` and `provenance` (ignored by other
+  tools; read back by ours and by the training module). `provenance` says who made the
+  object: `{"origin": "human", "review": "drawn"}`, or `{"origin": "engine", "review":
+  "accepted" | "edited", "engine", "model", "score", "run_id", "text", ...}` for an
+  accepted proposal. Candidates (proposals not yet accepted) are never written.
 - `split=("image"|"group", val_fraction, seed)` writes `OUT/train.json` and
   `OUT/val.json` instead of one file (see `_split`); no image or group is on both sides.
 
@@ -39,8 +42,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator.core import geometry
-from annotator.core.dataset import AnnotationRecord, CategoryRecord, Dataset, ImageRecord
+from annotator.core.dataset import (AnnotationRecord, CategoryRecord, Dataset, ImageRecord,
+                                    human_drawn)
 from annotator.core.errors import FormatError
+from annotator.core.store_schema import provenance_problem
 from annotator.core.formats import _common as common
 from annotator.core.formats._labels import without_ignore_regions
 from annotator.core.formats._masks import coco_rle, decode_crop, flat_coords, plain_polygons_rle
@@ -148,11 +153,15 @@ def _read_annotations(raw: list[Any], images: dict[int, ImageRecord], category_i
         prompts = f.get("prompts", "list", [], nullable=True)
         if not all(isinstance(p, dict) for p in prompts):
             f.fail("'prompts' must be a list of objects")
+        provenance = f.get("provenance", "dict", None, nullable=True) or human_drawn()
+        if problem := provenance_problem(provenance):
+            f.fail(problem)
         records.append(f.record or "")
         out.append(AnnotationRecord(
             id=ann_id, image_id=image_id, category_id=category_id, rle={},
             iscrowd=bool(iscrowd), score=f.get("score", "number", None, nullable=True),
-            engine=f.get("engine", "str", "", nullable=True), prompts=prompts, order=i))
+            engine=f.get("engine", "str", "", nullable=True), prompts=prompts, order=i,
+            provenance=provenance))
     # rasterising is the costly part: big files spread it over worker processes
     for ann, record, (rle, problem) in zip(out, records, parallel_map(_mask_job, jobs)):
         if problem:
@@ -283,6 +292,7 @@ def _annotation_dict(ann: AnnotationRecord, seg: Any, area: int,
         "segmentation": seg,
         "area": area, "bbox": [int(v) for v in box], "iscrowd": int(bool(ann.iscrowd)),
         "score": ann.score, "engine": ann.engine, "prompts": ann.prompts,
+        "provenance": ann.provenance,
     }
 
 
