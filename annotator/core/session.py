@@ -43,6 +43,22 @@ class EngineSession:
             return str(exc)
         return None
 
+    def batch_proposer(self, task: str = "auto", engine: str | None = None,
+                       classes: tuple[str, ...] = (), options: dict | None = None):
+        """An `ImageProposer` for batch auto-labelling from the window: the same engines
+        and embedding cache as the interactive service (EngineError when none proposes).
+        Its `propose` may run on a worker thread; it never touches the project."""
+        from annotator.core.automation.proposer import ImageProposer
+        route = getattr(self.engines, "route", None)
+        if callable(route):
+            def resolve(t, name):
+                return route(t, engine=name)
+        else:
+            def resolve(t, name):
+                return self.engines(t, False)
+        return ImageProposer(resolve, self.service.cache, task=task, engine=engine,
+                             classes=classes, options=options)
+
     def shutdown(self, timeout: float = 10.0) -> bool:
         return self.service.shutdown(timeout)
 

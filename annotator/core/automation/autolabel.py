@@ -101,39 +101,84 @@ class AutolabelSummary:
         return out
 
 
-def select_images(project: Project, options: AutolabelOptions, key: str,
-                  summary: AutolabelSummary) -> list[tuple[int, str, str]]:
-    """(image id, file name, path) of the images this run must do, in id order."""
-    images = [im for im in project.images()
-              if options.images is None or fnmatch.fnmatch(im.file_name, options.images)]
-    summary.images = len(images)
-    done = done_image_ids(project, key)
-    counts = project.counts_per_image() if options.only_unannotated else {}
-    todo = []
-    for im in images:
-        if im.id in done:
-            summary.skipped_done += 1
-        elif counts.get(im.id, 0) > 0:
-            summary.skipped_annotated += 1
+Item = tuple[int, str, str]        # (image id, file name, path)
+Result = tuple[str, Any]           # ("ok", EncodedProposals) | ("failed", why) | ("cancelled", "")
+
+
+class AutolabelJob:
+    """One batch, in three steps that may run on different threads: `plan` and `store`
+    on the thread that owns the project (rank 0, or the window's GUI thread), `propose`
+    anywhere (it never touches the project). `summary` fills in as images are stored."""
+
+    def __init__(self, proposer: Any, options: AutolabelOptions):
+        self.proposer = proposer
+        self.options = options.checked()
+        self.settings = RunSettings(options.task, proposer.name, proposer.model,
+                                    dict(options.engine_options), options.classes,
+                                    options.candidate)
+        self.summary = AutolabelSummary(engine=proposer.name, run_id=new_run_id())
+        self._t0 = time.perf_counter()
+        self._total = 0
+        self._finished = 0
+
+    def plan(self, project: Project) -> list[Item]:
+        """The images this run must do, in id order (counts the skipped ones)."""
+        s, options = self.summary, self.options
+        images = [im for im in project.images()
+                  if options.images is None or fnmatch.fnmatch(im.file_name, options.images)]
+        s.images = len(images)
+        done = done_image_ids(project, self.settings.key)
+        counts = project.counts_per_image() if options.only_unannotated else {}
+        todo = []
+        for im in images:
+            if im.id in done:
+                s.skipped_done += 1
+            elif counts.get(im.id, 0) > 0:
+                s.skipped_annotated += 1
+            else:
+                todo.append((im.id, im.file_name, str(project.image_root / im.file_name)))
+        self._total = len(todo)
+        return todo
+
+    def propose(self, item: Item, cancel: Callable[[], bool] | None = None) -> Result:
+        try:
+            return "ok", encode_proposals(self.proposer.propose(item[2], cancel=cancel))
+        except CancelledError:
+            return "cancelled", ""
+        except (CoreError, EngineError, OSError, ValueError) as exc:
+            return "failed", _first_line(exc)
+        except Exception as exc:   # one bad image must not end (or, sharded, hang) a batch
+            log.exception("proposing on %s failed", item[1])
+            return "failed", f"{type(exc).__name__}: {_first_line(exc)}"
+
+    def store(self, project: Project, item: Item, result: Result) -> ProgressInfo | None:
+        """Write one image's outcome; the progress so far (None if it was cancelled)."""
+        image_id, file_name, _ = item
+        status, value = result
+        s = self.summary
+        if status == "cancelled":
+            s.cancelled = True
+            return None
+        if status == "failed":
+            s.failed.append((file_name, value))
+            record_failure(project, image_id, self.settings, s.run_id, value)
         else:
-            todo.append((im.id, im.file_name, str(project.image_root / im.file_name)))
-    return todo
+            conv = store_proposals(project, image_id, value, self.settings, s.run_id,
+                                   extra=getattr(self.proposer, "files", None))
+            s.done += 1
+            s.added.update(c.label or UNNAMED for c in conv.candidates)
+            s.below_threshold += conv.below_threshold
+            s.too_small += conv.too_small
+            s.duplicates += conv.duplicates
+        self._finished += 1
+        elapsed = time.perf_counter() - self._t0
+        left = self._total - self._finished
+        return ProgressInfo(self._finished, self._total, file_name, elapsed,
+                            elapsed / self._finished * left)
 
-
-def _propose_one(proposer: Any, item: tuple[int, str, str] | None,
-                 cancel: Callable[[], bool]) -> tuple[str, Any] | None:
-    """("ok", EncodedProposals) or ("failed", why) for one image; None for no image."""
-    if item is None:
-        return None
-    try:
-        return "ok", encode_proposals(proposer.propose(item[2], cancel=cancel))
-    except CancelledError:
-        return "cancelled", ""
-    except (CoreError, EngineError, OSError, ValueError) as exc:
-        return "failed", _first_line(exc)
-    except Exception as exc:   # noqa: BLE001 - one bad image must not end (or hang) a batch
-        log.exception("proposing on %s failed", item[1])
-        return "failed", f"{type(exc).__name__}: {_first_line(exc)}"
+    def finish(self) -> AutolabelSummary:
+        self.summary.seconds = time.perf_counter() - self._t0
+        return self.summary
 
 
 def _first_line(exc: BaseException) -> str:
@@ -145,59 +190,30 @@ def run_autolabel(project: Project | None, proposer: Any, options: AutolabelOpti
                   comm: Any = None, progress: Progress | None = None,
                   cancel: Callable[[], bool] | None = None) -> AutolabelSummary:
     """Label the selected images; on rank 0 `project` is the open project (None on the
-    other ranks). `cancel` is polled between images (and by the proposer inside one);
-    the images finished so far stay stored."""
+    other ranks). Ranks go in rounds: each proposes one image, rank 0 gathers and stores
+    the round. `cancel` (rank 0's) is polled between rounds and by the proposer."""
     comm = comm or LocalComm()
     cancel = cancel or (lambda: False)
-    options = options.checked()
-    settings = RunSettings(options.task, proposer.name, proposer.model,
-                           dict(options.engine_options), options.classes, options.candidate)
-    summary = AutolabelSummary(engine=proposer.name)
-    t0 = time.perf_counter()
+    job = AutolabelJob(proposer, options)
     plan = None
     if comm.rank == 0:
-        summary.run_id = new_run_id()
-        plan = (settings.key, summary.run_id, select_images(project, options, settings.key, summary))
+        plan = (job.settings.key, job.summary.run_id, job.plan(project))
     key, run_id, todo = comm.broadcast(plan)
-    if key != settings.key:
+    if key != job.settings.key:
         raise EngineError(f"rank {comm.rank} would propose with other settings or another "
                           f"model ({proposer.name}, {proposer.model}) than rank 0; give "
                           "every rank the same models folder and options")
-    finished = 0
+    job.summary.run_id = run_id
     for start in range(0, len(todo), comm.world):
         if comm.broadcast(cancel() if comm.rank == 0 else None):
-            summary.cancelled = True
+            job.summary.cancelled = True
             break
         mine = todo[start + comm.rank] if start + comm.rank < len(todo) else None
-        results = comm.gather(_propose_one(proposer, mine, cancel))
+        results = comm.gather(None if mine is None else job.propose(mine, cancel))
         if comm.rank != 0:
             continue
         for item, result in zip(todo[start:start + comm.world], results):
-            _store(project, item, result, settings, run_id, summary, proposer)
-            finished += result[0] != "cancelled"
-            if progress is not None:
-                elapsed = time.perf_counter() - t0
-                progress(ProgressInfo(finished, len(todo), item[1], elapsed,
-                                      elapsed / finished * (len(todo) - finished)))
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-def _store(project: Project, item: tuple[int, str, str], result: tuple[str, Any],
-           settings: RunSettings, run_id: str, summary: AutolabelSummary, proposer: Any) -> None:
-    image_id, file_name, _ = item
-    status, value = result
-    if status == "cancelled":
-        summary.cancelled = True
-        return
-    if status == "failed":
-        summary.failed.append((file_name, value))
-        record_failure(project, image_id, settings, run_id, value)
-        return
-    conv = store_proposals(project, image_id, value, settings, run_id,
-                           extra=getattr(proposer, "files", None))
-    summary.done += 1
-    summary.added.update(c.label or UNNAMED for c in conv.candidates)
-    summary.below_threshold += conv.below_threshold
-    summary.too_small += conv.too_small
-    summary.duplicates += conv.duplicates
+            info = job.store(project, item, result)
+            if info is not None and progress is not None:
+                progress(info)
+    return job.finish()
