@@ -448,7 +448,7 @@ class Project(CandidateStore):
                                    rle=mask_or_rle, iscrowd=iscrowd, score=score,
                                    engine=engine, prompts=list(prompts),
                                    order=0 if last is None else last + 1, created=now,
-                                   updated=now, provenance=dict(provenance or human_drawn()))
+                                   updated=now, provenance=human_drawn() if provenance is None else provenance)
             new_id = self._write_annotation(rec, "new annotation")
             self._event("annotation_added", id=new_id, image_id=image_id)
             return self.annotation(new_id)
