@@ -104,10 +104,24 @@ def read_hiera_file(path: str | Path, spec: HieraSpec) -> dict[str, torch.Tensor
             raise CheckpointError(f"Hiera file {path} is not a readable safetensors file "
                                   f"({str(exc)[:160]}); expected a {expected} checkpoint") from None
     from engines.files.checkpoints import load_state_dict
-    state = load_state_dict(path, expected=expected)
-    if isinstance(state.get("model_state"), dict):   # the official Hiera release's wrapper
-        state = state["model_state"]
-    return state
+    try:
+        return load_state_dict(path, expected=expected)
+    except CheckpointError:
+        wrapped = _model_state(path)     # the official Hiera release's {"model_state": ...}
+        if wrapped is None:
+            raise
+        return wrapped
+
+
+def _model_state(path: Path) -> dict[str, torch.Tensor] | None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:   # noqa: BLE001  (load_state_dict already said what is wrong)
+        return None
+    inner = obj.get("model_state") if isinstance(obj, dict) else None
+    if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+        return inner
+    return None
 
 
 def hiera_state_for(state: Mapping[str, torch.Tensor], model: nn.Module, spec: HieraSpec,
