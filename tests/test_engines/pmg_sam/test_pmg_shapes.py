@@ -9,6 +9,7 @@ from engines.pmg_sam import (
     FeatRefiner,
     PmgSamConfig,
     PmgSamHead,
+    count_parameters,
     prepare,
     restore,
     tiny_pmg_sam,
@@ -124,3 +125,32 @@ def test_every_named_option_builds_and_runs(overrides):
     model = tiny_pmg_sam(**overrides)
     out = model(torch.randn(2, 3, 64, 64))     # batch 2: "residual" has BatchNorm on 1x1 maps
     assert out.logits.shape == (2, 1, 16, 16) and torch.isfinite(out.logits).all()
+
+
+@pytest.mark.slow
+def test_full_size_architectures_run_one_forward_at_reduced_resolution():
+    """Spec §7's smoke test: timm Hiera-B+ and the official U²-Net encoder (random
+    weights) with the full-size head, on a 256² input (embedding 16², Pre-Mask 64²)."""
+    from dataclasses import replace
+
+    from engines.pmg_sam import (
+        HIERA_B_PLUS,
+        HieraBranch,
+        PmgSam,
+        U2NetEncoder,
+        build_timm_hiera,
+    )
+    torch.manual_seed(0)
+    cfg = PmgSamConfig(image_size=256, premask_size=64, u2net_size=64)
+    spec = replace(HIERA_B_PLUS, img_size=256)
+    model = PmgSam(cfg, HieraBranch(build_timm_hiera(spec), spec), U2NetEncoder())
+    assert count_parameters(model) == 23_249_349          # only the head trains
+    with torch.no_grad():
+        hiera, u2 = model.backbone_features(torch.randn(1, 3, 256, 256))
+        assert [tuple(t.shape[1:]) for t in hiera] == [(112, 64, 64), (224, 32, 32), (448, 16, 16),
+                                                      (896, 8, 8)]
+        assert [tuple(t.shape[1:]) for t in u2] == [(64, 64, 64), (128, 32, 32), (256, 16, 16),
+                                                   (512, 8, 8), (512, 4, 4), (512, 2, 2)]
+        out = model.head(hiera, u2)
+    assert out.logits.shape == out.premask.shape == (1, 1, 64, 64)
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.premask).all()
