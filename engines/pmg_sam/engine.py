@@ -110,7 +110,7 @@ class PmgSamEngine:
     def embed(self, image: np.ndarray) -> Embedding:
         image = check_image(image)
         h, w = image.shape[:2]
-        if int(image.min()) == int(image.max()):        # no variation: nothing is salient
+        if (image == image[:1, :1]).all():       # every pixel the same colour: nothing is salient
             return Embedding(self.backbone_key, (h, w), (h, w), {}, meta={"blank": "1"})
         x, input_size = prepare(image, self.cfg.image_size, self.device)
         with encoder_autocast(self.device):
