@@ -57,6 +57,9 @@ ENGINES: tuple[EngineInfo, ...] = (
                "sloppy boxes and single clicks", plugin_hosts=("sam", "sam2"),
                plugin_required=True, train="plugin", adapter="training.adapters.stable_sam",
                choosable=True),
+    EngineInfo("pmg-sam", frozenset({"auto"}), "engines.pmg_sam", "PmgSamEngine",
+               "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
+               "and a trained Pre-Mask-guided decoder (plugin)", plugin_required=True),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
