@@ -174,15 +174,20 @@ def run_stats(args: argparse.Namespace) -> int:
         per_image = project.counts_per_image()
         per_category: Counter[int] = Counter()
         images_with: dict[int, set[int]] = {c.id: set() for c in categories}
+        origins: Counter[str] = Counter()
         for ann in project.annotations():
             per_category[ann.category_id] += 1
             images_with.setdefault(ann.category_id, set()).add(ann.image_id)
+            origins[f"{ann.provenance.get('origin')} {ann.provenance.get('review')}"] += 1
+        pending = project.pending_counts()
         root = project.image_root
     labelled = sum(1 for n in per_image.values() if n)
     reviewed = sum(1 for img in images if img.reviewed)
     print(f"project: {args.project} (images in {root})")
     print(f"images: {len(images)} total, {labelled} labelled, {reviewed} reviewed")
-    print(f"annotations: {sum(per_category.values())}")
+    made = ", ".join(f"{n} {kind}" for kind, n in sorted(origins.items()))
+    print(f"annotations: {sum(per_category.values())}" + (f" ({made})" if made else ""))
+    print(f"candidates to review: {sum(pending.values())} on {len(pending)} image(s)")
     if categories:
         width = max(len(c.name) for c in categories)
         print(f"  {'id':>4}  {'category':<{width}}  {'objects':>8}  {'images':>7}")

@@ -40,8 +40,7 @@ def make_project(tmp: Path, n: int = 4, size=(48, 64), name: str = "p.annot") ->
 
 def tiny_amg_engine(seed: int = 1):
     from engines.hosts import Sam2Engine, tiny_sam2
-    from engines.sam_amg import Sam2AmgEngine
-    from engines.sam_amg.options import AmgOptions
+    from engines.sam_amg import AmgOptions, Sam2AmgEngine
     host = Sam2Engine(tiny_sam2(seed=seed), backbone_key="sam2:tiny:test", device="cpu")
     return Sam2AmgEngine(host, defaults=AmgOptions.for_host("sam2").updated(LOOSE))
 
