@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "overlapping an annotation or candidate above this IoU (default 0.5)")
     p.add_argument("--images", metavar="GLOB", help="only images whose file name matches, "
                    "e.g. 'street/*.jpg'")
+    p.add_argument("--class-map", metavar="NAME=CLASS,...", help="map the proposer's class "
+                   "names to project classes, e.g. 'tabby=cat, puppy=dog'; saved in the "
+                   "project and applied when candidates are accepted")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="proposer option, e.g. points_per_side=16 (repeatable)")
     p.add_argument("--models-dir", help="models folder (default: $ANNOTATOR_MODELS_DIR or "
@@ -78,6 +81,7 @@ def options_from(args) -> "AutolabelOptions":   # noqa: F821 - imported lazily b
 
 def run(args) -> int:
     options = options_from(args)       # bad input fails here, before anything is opened
+    class_map = _class_map(args.class_map)
     from annotator.core.automation.autolabel import run_autolabel
     from annotator.core.automation.distributed import agree, comm_from_env
     comm = comm_from_env()
@@ -85,6 +89,8 @@ def run(args) -> int:
         project, problem = None, None
         if comm.rank == 0:
             problem, project = _open(args.project)
+            if project is not None and class_map:
+                project.set_class_map({**project.class_map(), **class_map})
         _raise(agree(comm, problem))
         problem, proposer = _proposer(args, options)
         _raise(agree(comm, problem))
@@ -101,6 +107,19 @@ def run(args) -> int:
     for line in summary.lines():
         print(line)
     return 1 if summary.failed else (130 if summary.cancelled else 0)
+
+
+def _class_map(text: str | None) -> dict[str, str]:
+    from annotator.core.automation.classes import parse_class_map
+    if text is None:
+        return {}
+    try:
+        mapping = parse_class_map(text)
+    except ValueError as exc:
+        raise InputError(f"--class-map: {exc}") from None
+    if not mapping:
+        raise InputError("--class-map: give at least one NAME=CLASS pair")
+    return mapping
 
 
 def _open(path: Path):

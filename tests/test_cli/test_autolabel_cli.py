@@ -37,8 +37,11 @@ def test_a_run_prints_the_summary_and_a_rerun_skips(project, capsys):
     assert "sam2-amg: 3 image(s) labelled" in out.out and "[3/3] img2.png" in out.err
     with Project.open(project, read_only=True) as p:
         assert sum(p.pending_counts().values()) > 0 and p.annotations() == []
-    assert main(["autolabel", "--project", str(project), "--option", "points_per_side=4"]) == 0
+    assert main(["autolabel", "--project", str(project), "--option", "points_per_side=4",
+                 "--class-map", "tabby=cat"]) == 0
     assert "3 already done with these settings" in capsys.readouterr().out
+    with Project.open(project, read_only=True) as p:
+        assert p.class_map() == {"tabby": "cat"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -51,6 +54,8 @@ def test_a_run_prints_the_summary_and_a_rerun_skips(project, capsys):
     (["--images", ""], "--images: the pattern is empty"),
     (["--option", "points_per_side"], "--option 'points_per_side' is not KEY=VALUE"),
     (["--option", "pointz=4"], "unknown option(s) pointz"),
+    (["--class-map", "tabby"], "--class-map: class mapping 'tabby' is not NAME=CATEGORY"),
+    (["--class-map", ","], "--class-map: give at least one NAME=CLASS pair"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(project, capsys, args, message):
     before = digest(project)
