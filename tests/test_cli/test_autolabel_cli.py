@@ -77,3 +77,13 @@ def test_a_second_run_on_a_busy_project_says_so(project):
                               text=True, timeout=120)
     assert done.returncode == 2
     assert "the project is in use by" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_under_torchrun_a_bad_project_stops_every_rank(tmp_path):
+    """Rank 0's problem reaches the other rank: both exit 2 instead of one waiting forever."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "annotator.cli", "autolabel",
+                           "--project", str(tmp_path / "nope.annot")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("nope.annot: no such project file") == 2, done.stderr[-2000:]
