@@ -501,18 +501,23 @@ class Project(CandidateStore):
                 self._event("annotation_changed" if exists else "annotation_added",
                             id=rec.id, image_id=rec.image_id)
 
-    def _write_annotation(self, rec: AnnotationRecord, what: str) -> int:
-        """Check `rec` against its image and category, then upsert it; returns its id."""
-        if not self._exists("images", rec.image_id):
-            raise self._fail(f"{what}: image {rec.image_id} does not exist")
-        if not self._exists("categories", rec.category_id):
-            raise self._fail(f"{what}: category {rec.category_id} does not exist")
-        img = self.image(rec.image_id)
+    def _checked_mask(self, image_id: int, mask_or_rle: Any,
+                      what: str) -> tuple[dict[str, Any], list[int], int]:
+        """(RLE, bbox, area) of a mask for image `image_id`, checked against its size."""
+        if not self._exists("images", image_id):
+            raise self._fail(f"{what}: image {image_id} does not exist")
+        img = self.image(image_id)
         try:
-            rle = rec.rle if isinstance(rec.rle, dict) else schema.encode_mask(rec.rle)
-            rle, bbox, area = schema.normalize_rle(rle, img.height, img.width)
+            rle = mask_or_rle if isinstance(mask_or_rle, dict) else schema.encode_mask(mask_or_rle)
+            return schema.normalize_rle(rle, img.height, img.width)
         except ValueError as exc:
             raise self._fail(f"{what} on image {img.id} {img.file_name!r}: {exc}") from None
+
+    def _write_annotation(self, rec: AnnotationRecord, what: str) -> int:
+        """Check `rec` against its image and category, then upsert it; returns its id."""
+        if not self._exists("categories", rec.category_id):
+            raise self._fail(f"{what}: category {rec.category_id} does not exist")
+        rle, bbox, area = self._checked_mask(rec.image_id, rec.rle, what)
         if rec.score is not None and not isinstance(rec.score, (int, float)):
             raise self._fail(f"{what}: score {rec.score!r} is not a number")
         if problem := schema.provenance_problem(rec.provenance):

@@ -132,8 +132,6 @@ class CandidateStore:
         return self.image(row[0]) if row else None
 
     def _write_candidate(self, rec: CandidateRecord, what: str) -> int:
-        if not self._exists("images", rec.image_id):
-            raise self._fail(f"{what}: image {rec.image_id} does not exist")
         if rec.status not in CANDIDATE_STATUSES:
             raise self._fail(f"{what}: status {rec.status!r} is not one of "
                              f"{list(CANDIDATE_STATUSES)}")
@@ -142,12 +140,7 @@ class CandidateStore:
             raise self._fail(f"{what}: score {rec.score!r} is not a number in [0, 1]")
         if not isinstance(rec.provenance, dict):
             raise self._fail(f"{what}: provenance {rec.provenance!r} is not an object")
-        img = self.image(rec.image_id)
-        try:
-            rle = rec.rle if isinstance(rec.rle, dict) else schema.encode_mask(rec.rle)
-            rle, bbox, area = schema.normalize_rle(rle, img.height, img.width)
-        except ValueError as exc:
-            raise self._fail(f"{what} on image {img.id} {img.file_name!r}: {exc}") from None
+        rle, bbox, area = self._checked_mask(rec.image_id, rec.rle, what)
         stored = CandidateRecord(**{**rec.__dict__, "rle": rle})
         try:
             row = schema.candidate_row(stored, bbox, area)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -74,23 +74,31 @@ def peek_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+def mismatch_details(expected: Mapping[str, tuple], state: Mapping[str, Any], *,
+                     optional: Callable[[str], bool] = lambda key: False,
+                     against: str = "model") -> list[str]:
+    """How `state` differs from the key -> shape layout `expected` (keys for which
+    `optional` is true may be absent or extra): [] when it fits."""
+    missing = [k for k in expected if k not in state and not optional(k)]
+    unexpected = [k for k in state if k not in expected and not optional(k)]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    details = []
+    if missing:
+        details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
+                       f"vs {against} {tuple(expected[k])})")
+    return details
+
+
 def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: str | Path,
               expected: str) -> None:
     """Load `state` into `model` strictly, turning key/shape mismatches into one message."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            details.append(f"{len(wrong_shape)} shape mismatches (e.g. {k}: file "
-                           f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+    details = mismatch_details({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
+    if details:
         raise CheckpointError(
             f"checkpoint {path} does not fit {expected}: it looks like "
             f"{describe_checkpoint(state)}; " + "; ".join(details))

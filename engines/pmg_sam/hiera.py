@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.files.checkpoints import mismatch_details
 from engines.types import CheckpointError
 
 
@@ -138,20 +139,9 @@ def hiera_state_for(state: Mapping[str, torch.Tensor], model: nn.Module, spec: H
             state["pos_embed"] = resize_pos_embed(state["pos_embed"], own["pos_embed"].shape[1])
         except ValueError as exc:
             raise CheckpointError(f"Hiera file {path}: {exc}") from None
-    head = lambda k: k.startswith("head.")
-    missing = [k for k in own if k not in state and not head(k)]
-    unexpected = [k for k in state if k not in own and not head(k)]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
-                           f"vs model {tuple(own[k].shape)})")
+    details = mismatch_details({k: tuple(v.shape) for k, v in own.items()}, state,
+                               optional=lambda k: k.startswith("head."))
+    if details:
         raise CheckpointError(f"Hiera file {path} does not fit {spec.name}: " + "; ".join(details))
     return {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.files.checkpoints import mismatch_details
 from engines.types import CheckpointError
 
 # (block depth L or "4F", in, mid, out) of the official U2NET(3, 1): encoder then decoder.
@@ -155,20 +156,9 @@ def check_u2net_state(state: Mapping[str, torch.Tensor], path: str | Path) -> di
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     layout = official_layout()
-    optional = {k for k in layout if k.endswith("num_batches_tracked")}
-    missing = [k for k in layout if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in layout]
-    wrong = [k for k in layout if k in state and tuple(state[k].shape) != layout[k]]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
-                           f"vs official {layout[k]})")
+    details = mismatch_details(layout, state, against="official",
+                               optional=lambda k: k.endswith("num_batches_tracked"))
+    if details:
         hint = ""
         if "stage1.rebnconv1.conv_s1.weight" in state and \
                 state["stage1.rebnconv1.conv_s1.weight"].shape[0] == 16:
