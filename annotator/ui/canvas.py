@@ -3,8 +3,10 @@
 It draws the image, the accepted instances (one tinted pixmap per instance, cropped to its
 box), the preview mask and the prompt markers, and turns gestures into signals in image
 coordinates: left click = object point, right click or Shift+left = background point,
-left drag = box, Ctrl+left = pick the instance under the cursor. Wheel zooms at the
-cursor; middle drag or Space+left drag pans.
+left drag = box, Ctrl+left = pick the instance under the cursor. Pending candidates are
+drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (the
+review selecting a candidate) before it becomes a point. Wheel zooms at the cursor;
+middle drag or Space+left drag pans.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
                                QGraphicsScene, QGraphicsView)
+
+from annotator.ui.candidate_layer import CandidateLayer, Entry, shape_of
+from annotator.ui.targets import CANDIDATE
 
 DRAG_PIXELS = 5            # a press that moves less than this (view pixels) is a click
 ZOOM_STEP = 1.15           # per wheel notch
@@ -77,6 +82,8 @@ class Canvas(QGraphicsView):
         self.mode = "prompt"    # "prompt" | "brush" | "eraser" (left drag paints)
         self._painting = False
         self.editor = None      # PolygonEditor: gets the mouse first in prompt mode
+        self.click_filter = None    # (x, y) -> True when a plain left click is taken
+        self.candidates: CandidateLayer | None = None
         self.image_size: tuple[int, int] | None = None      # (H, W)
 
     # -- content
@@ -89,6 +96,8 @@ class Canvas(QGraphicsView):
         self._preview = self._rubber = None
         self._markers = []
         self._image_item = scene.addPixmap(rgb_to_pixmap(rgb))
+        self.candidates = CandidateLayer(rgb.shape[1], rgb.shape[0])
+        scene.addItem(self.candidates)
         self._image_item.setZValue(Z_IMAGE)
         self.image_size = rgb.shape[:2]
         scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
@@ -98,6 +107,7 @@ class Canvas(QGraphicsView):
         self.scene().clear()
         self._instances.clear()
         self._image_item = self._preview = self._rubber = None
+        self.candidates = None
         self._markers = []
         self.image_size = None
 
@@ -135,6 +145,22 @@ class Canvas(QGraphicsView):
         item.setZValue(z)
         item.setVisible(visible)
         self._instances[ann_id] = item
+
+    def set_candidates(self, entries: list[Entry], selected: int | None) -> None:
+        if self.candidates is not None:
+            self.candidates.set_entries(entries, selected)
+
+    def set_candidate_threshold(self, threshold: float) -> None:
+        if self.candidates is not None:
+            self.candidates.set_threshold(threshold)
+
+    def update_target(self, target, mask: np.ndarray, color: QColor) -> None:
+        """Redraw what a tool is editing (targets.Target) in place, live."""
+        if target.kind == CANDIDATE:
+            if self.candidates is not None:
+                self.candidates.replace_shape(target.id, shape_of(mask))
+        else:
+            self.update_instance(target.id, mask, color)
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("prompt", "brush", "eraser"):
@@ -364,6 +390,8 @@ class Canvas(QGraphicsView):
         if not self._inside(a):
             return
         negative = button == Qt.MouseButton.RightButton or mods & Qt.KeyboardModifier.ShiftModifier
+        if not negative and self.click_filter is not None and self.click_filter(a.x(), a.y()):
+            return
         self.point_clicked.emit(a.x(), a.y(), 0 if negative else 1)
 
     def mouseDoubleClickEvent(self, event) -> None:
