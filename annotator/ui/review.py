@@ -196,7 +196,8 @@ class Review(QObject):
         layer = self.w.canvas.candidates
         if layer is not None:
             layer.set_entries(layer.entries, cand_id)
-        self.show_polygon()
+        if self.w.image_id is not None:      # the editor: this candidate, or the instance
+            self.w._show_polygon(None, set(self.w.instances.selected_ids))
         if cand_id is not None and cand_id in self._records:
             c = self._records[cand_id]
             self.status.emit(f"candidate {c.score:.2f} {c.label} ({c.engine}): Enter accepts, "
