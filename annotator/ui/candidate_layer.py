@@ -3,8 +3,8 @@ its score, in ONE graphics item (like the polygon handles), so a threshold chang
 single repaint of cached paths, not hundreds of item updates.
 
 `Shape` is what a candidate costs once per (id, update time): its mask cropped to its
-box (for clicks and for drawing edits), its outline as a QPainterPath and its area.
-`ShapeCache` keeps them across redraws, the way the window keeps annotation masks.
+box (mask_cache.Crop, for clicks) and its outline as a QPainterPath. `ShapeCache`
+keeps them across redraws; the crops come from the window's CropCache.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem
 
-from annotator.core.geometry import rle_to_mask
+from annotator.ui.mask_cache import Crop, CropCache, crop_of
 
 CANDIDATE_COLOR = QColor(0, 230, 255)       # cyan: no category colour is this saturated
 SELECTED_COLOR = QColor(255, 170, 0)
@@ -26,27 +26,27 @@ LABEL_MARGIN = 1000                         # image pixels: a label's height at 
 
 @dataclass
 class Shape:
-    crop: np.ndarray        # bool mask of the box
-    x0: int
-    y0: int
-    area: int
+    crop: Crop
     path: QPainterPath      # outline, image coordinates
+    area: int = 0
+
+    def __post_init__(self):
+        self.area = self.crop.area
+        self.x0, self.y0 = self.crop.x0, self.crop.y0
 
     def contains(self, x: float, y: float) -> bool:
-        cx, cy = int(x) - self.x0, int(y) - self.y0
-        h, w = self.crop.shape
-        return 0 <= cx < w and 0 <= cy < h and bool(self.crop[cy, cx])
+        return self.crop.contains(x, y)
+
+
+def shape_from_crop(crop: Crop | None) -> Shape | None:
+    if crop is None:
+        return None
+    return Shape(crop, outline_path(crop.mask, crop.x0, crop.y0))
 
 
 def shape_of(mask: np.ndarray) -> Shape | None:
     """The shape of a full-size mask (None when empty)."""
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        return None
-    y0, y1 = int(np.argmax(rows)), len(rows) - int(np.argmax(rows[::-1]))
-    x0, x1 = int(np.argmax(cols)), len(cols) - int(np.argmax(cols[::-1]))
-    crop = np.ascontiguousarray(mask[y0:y1, x0:x1])
-    return Shape(crop, x0, y0, int(crop.sum()), outline_path(crop, x0, y0))
+    return shape_from_crop(crop_of(mask))
 
 
 def outline_path(crop: np.ndarray, x0: int, y0: int) -> QPainterPath:
@@ -68,7 +68,8 @@ def outline_path(crop: np.ndarray, x0: int, y0: int) -> QPainterPath:
 class ShapeCache:
     """(candidate id, updated) -> Shape; entries of candidates no longer listed go."""
 
-    def __init__(self):
+    def __init__(self, crops: CropCache):
+        self._crops = crops
         self._shapes: dict[tuple[int, float], Shape | None] = {}
 
     def shapes(self, candidates) -> dict[int, Shape]:
@@ -78,13 +79,10 @@ class ShapeCache:
         for c in candidates:
             key = (c.id, c.updated)
             if key not in self._shapes:
-                self._shapes[key] = shape_of(rle_to_mask(c.rle))
+                self._shapes[key] = shape_from_crop(self._crops.get(c.rle))
             if self._shapes[key] is not None:
                 out[c.id] = self._shapes[key]
         return out
-
-    def put(self, cand_id: int, updated: float, shape: Shape | None) -> None:
-        self._shapes[(cand_id, updated)] = shape
 
 
 @dataclass

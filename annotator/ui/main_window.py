@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow,
 
 from annotator.core import commands as cmd
 from annotator.core.errors import CoreError
-from annotator.core.geometry import rle_to_mask
 from annotator.core.images import load_image
 from annotator.core.store import Project
 from annotator.ui.bridge import EventBridge
@@ -28,6 +27,7 @@ from annotator.ui.export_dialog import ExportDialog
 from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
+from annotator.ui.mask_cache import CropCache
 from annotator.ui.polygon_edit import PolygonEditor
 from annotator.ui.review import Review
 from annotator.ui.targets import Target, annotation
@@ -57,7 +57,8 @@ class MainWindow(QMainWindow):
         self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
         self.image_id: int | None = None
-        self._masks: dict[tuple[int, float], Any] = {}   # (annotation id, updated) -> mask
+        self.crops = CropCache()             # RLE -> cropped mask: instances and candidates
+        self._refreshing = False
         self._dirty: set[str] = set()
         self._count_images: set[int] = set()   # rows of the image list to update
         self._closed = False
@@ -468,7 +469,11 @@ class MainWindow(QMainWindow):
             return
         anns = self.project.annotations(self.image_id)
         cats = {c.id: c for c in self.project.categories()}
-        self.instances.set_instances(anns, cats, keep_selection=keep_selection)
+        self._refreshing = True         # its selection signal would redraw once more
+        try:
+            self.instances.set_instances(anns, cats, keep_selection=keep_selection)
+        finally:
+            self._refreshing = False
         self._redraw_instances(anns, cats)
 
     def _redraw_instances(self, anns=None, cats=None) -> None:
@@ -477,15 +482,8 @@ class MainWindow(QMainWindow):
         anns = self.project.annotations(self.image_id) if anns is None else anns
         cats = {c.id: c for c in self.project.categories()} if cats is None else cats
         selected = set(self.instances.selected_ids)
-        live = {(a.id, a.updated) for a in anns}
-        self._masks = {k: v for k, v in self._masks.items() if k in live}
-        items = []
-        for ann in anns:
-            key = (ann.id, ann.updated)
-            if key not in self._masks:
-                self._masks[key] = rle_to_mask(ann.rle)
-            items.append((ann.id, self._masks[key], category_color(cats.get(ann.category_id)),
-                          self.instances.is_visible(ann.id), ann.id in selected))
+        items = [(ann.id, self.crops.get(ann.rle), category_color(cats.get(ann.category_id)),
+                  self.instances.is_visible(ann.id), ann.id in selected) for ann in anns]
         self.canvas.set_instances(items)
         self._show_polygon(anns, selected)
 
@@ -496,10 +494,11 @@ class MainWindow(QMainWindow):
             return
         anns = self.project.annotations(self.image_id) if anns is None else anns
         ann = next((a for a in anns if a.id in selected), None) if len(selected) == 1 else None
-        if ann is None or not self.instances.is_visible(ann.id):
+        crop = self.crops.get(ann.rle) if ann is not None else None
+        if crop is None or not self.instances.is_visible(ann.id):
             self.polygons.show(None, None)
         else:
-            self.polygons.show(ann.id, self._masks[(ann.id, ann.updated)], ann.updated)
+            self.polygons.show(ann.id, crop.full(), ann.updated)
 
     def _detail_changed(self, tolerance: float) -> None:
         self.polygons.set_tolerance(tolerance)
@@ -514,14 +513,15 @@ class MainWindow(QMainWindow):
     def _instances_selected(self, ids: list[int]) -> None:
         if ids and self.review.selected is not None:
             self.review.select(None)       # one selection at a time: instance or candidate
-        self._redraw_instances()
+        if not self._refreshing:
+            self._redraw_instances()
 
     def _pick_instance(self, x: float, y: float) -> None:
         if self.image_id is None or self.review.pick(x, y):
             return
         for ann in reversed(self.project.annotations(self.image_id)):   # topmost first
-            mask = self._masks.get((ann.id, ann.updated))
-            if mask is not None and mask[int(y), int(x)]:
+            crop = self.crops.get(ann.rle)
+            if crop is not None and crop.contains(x, y):
                 self.instances.select([ann.id])
                 return
         self.instances.select([])

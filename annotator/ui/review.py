@@ -19,7 +19,6 @@ from annotator.core.automation.autolabel import parse_classes
 from annotator.core.automation.candidates import CandidateOptions
 from annotator.core.automation.runs import RunSettings, new_run_id, store_proposals
 from annotator.core.errors import CoreError
-from annotator.core.geometry import rle_to_mask
 from annotator.ui.candidate_layer import Entry, ShapeCache
 from annotator.ui.targets import Target, candidate
 
@@ -69,7 +68,7 @@ class Review(QObject):
         self.w = window
         self.selected: int | None = None           # the selected candidate's id
         self.slider = ThresholdSlider(window)
-        self._shapes = ShapeCache()
+        self._shapes = ShapeCache(window.crops)
         self._records: dict[int, Any] = {}          # id -> pending CandidateRecord (this image)
         # image id -> (the proposal request asked, its class names)
         self._requests: dict[Any, tuple[int, tuple[str, ...]]] = {}
@@ -208,7 +207,10 @@ class Review(QObject):
         rec = self._records.get(self.selected) if self.selected is not None else None
         if rec is None:
             return False
-        self.w.polygons.show(candidate(rec.id), rle_to_mask(rec.rle), rec.updated)
+        crop = self.w.crops.get(rec.rle)
+        if crop is None:
+            return False
+        self.w.polygons.show(candidate(rec.id), crop.full(), rec.updated)
         return True
 
     def target(self) -> Target | None:

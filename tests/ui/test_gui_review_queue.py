@@ -34,6 +34,12 @@ def window(qtbot, tmp_path, settings_path, one_torch_thread):
     w.shutdown()
 
 
+def wait_ready(qtbot, w) -> None:
+    """The image's own "ready" status would otherwise race with (and replace) a message."""
+    qtbot.waitUntil(lambda: w.images.state(w.image_id) == "ready", timeout=WAIT_MS)
+    QApplication.processEvents()
+
+
 def run_auto(qtbot, w) -> list[int]:
     """G on the current image; the stored pending candidates' ids (best first)."""
     assert w.auto_button.isEnabled()
@@ -180,6 +186,7 @@ def pixel_of(w, cand_id: int) -> tuple[float, float]:
 def test_next_image_with_pending_candidates(qtbot, window):
     w = window
     first = w.image_id
+    wait_ready(qtbot, w)
     key(qtbot, w, Qt.Key.Key_N, SHIFT)
     assert "no image has pending" in w.statusBar().currentMessage()
     key(qtbot, w, Qt.Key.Key_D)                              # the second image: Auto there
@@ -198,6 +205,7 @@ def test_auto_is_disabled_with_what_to_install(qtbot, image_folder, settings_pat
     w = open_window(qtbot, image_folder, tiny_sam_factory, settings_path)
     assert not w.auto_button.isEnabled()
     assert "no proposal engine installed" in w.auto_button.toolTip()
+    wait_ready(qtbot, w)
     key(qtbot, w, Qt.Key.Key_G)
     assert "no proposal engine installed" in w.statusBar().currentMessage()
     assert not w.project.candidates()
