@@ -10,8 +10,11 @@ random scores, as a proposer would leave them. Two timings:
 - threshold slider: a slider step to the end of the repaint, 200 candidates shown.
   Goal <= 50 ms at the 95th percentile.
 
-    .venv/bin/python bench/review_speed.py               # prints a markdown table
+    .venv/bin/python bench/review_speed.py               # ~30 s; prints a markdown table
+    .venv/bin/python bench/review_speed.py --no-write    # ... without updating the docs
     from bench.review_speed import measure; measure()     # the numbers, for a report
+
+Writes its section between the review-speed markers of docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PHOTO = ROOT.parent / "shared" / "data" / "photos" / "dog.jpg"
+# ../shared/data/photos of the checkout (of the main checkout, for a worktree)
+PHOTOS = next((p / "shared" / "data" / "photos" for p in ROOT.parents
+               if (p / "shared" / "data" / "photos").is_dir()),
+              ROOT.parent / "shared" / "data" / "photos")
+PHOTO = PHOTOS / "dog.jpg"
 ACCEPT_N, SLIDER_N = 100, 200
 ACCEPT_GOAL_MS, SLIDER_GOAL_MS = 100.0, 50.0
 
@@ -151,5 +158,19 @@ def table(result: dict[str, dict[str, float]]) -> str:
     return "\n".join(out)
 
 
+def section(result: dict[str, dict[str, float]]) -> str:
+    from bench._proc import cpu_header
+    source = PHOTO.name if PHOTO.is_file() else "a generated 2048 x 1365 image"
+    return (f"## Review speed in the window\n\n{cpu_header()}\n\n"
+            f"Offscreen Qt, no engine; {source} with seeded random elliptic candidates "
+            "stored directly. Accept all: a real Shift+Enter key event to the end of the "
+            "canvas repaint showing the result (undone between repeats). Slider: one step "
+            "to the end of the repaint. `bench/review_speed.py`.\n\n" + table(result))
+
+
 if __name__ == "__main__":
-    print(table(measure()))
+    result = measure()
+    print(table(result))
+    if "--no-write" not in sys.argv[1:]:
+        from bench._docs import write_section
+        write_section(ROOT / "docs" / "benchmarks.md", "review-speed", section(result))

@@ -145,7 +145,7 @@ class CandidateLayer(QGraphicsItem):
         under.setCosmetic(True)
         dashed = QPen(CANDIDATE_COLOR, 1.0, Qt.PenStyle.DashLine)
         dashed.setCosmetic(True)
-        painter.setBrush(QBrush(QColor(0, 230, 255, 35)))
+        painter.setBrush(Qt.BrushStyle.NoBrush)      # outlines only: the photo stays visible
         selected = None
         for e in shown:
             if e.id == self.selected:

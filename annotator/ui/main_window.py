@@ -74,8 +74,7 @@ class MainWindow(QMainWindow):
         self.bridge.connect_to(self.review.on_event)
         self.canvas.click_filter = self.review.click
         self.brush = BrushTool(project, self.canvas, self._edit_targets,
-                               self._target_color, self._push,
-                               lambda: self._refresh_instances(), self)
+                               self._target_color, self._push, self._redraw_all, self)
         self.polygons = PolygonEditor(self.canvas, self._push, self)
         self.canvas.editor = self.polygons
         self.setCentralWidget(self.canvas)
@@ -235,8 +234,8 @@ class MainWindow(QMainWindow):
         """Enter: the preview becomes an instance of the current class (undoable); with
         no preview, the selected candidate is accepted."""
         mask = self.labeler.prompt.mask
-        if mask is None and self.review.accept_selected():
-            return
+        if mask is None and self.labeler.prompt.is_empty and self.review.accept_selected():
+            return                      # no prompt live: Enter is the candidate's
         if mask is None or self.image_id is None:
             self.statusBar().showMessage("nothing to accept: click on an object first")
             return
@@ -475,6 +474,11 @@ class MainWindow(QMainWindow):
         finally:
             self._refreshing = False
         self._redraw_instances(anns, cats)
+
+    def _redraw_all(self) -> None:
+        """The stored masks again (a live brush stroke that was refused)."""
+        self.review.refresh()
+        self._refresh_instances()
 
     def _redraw_instances(self, anns=None, cats=None) -> None:
         if self.image_id is None:

@@ -26,7 +26,27 @@ def scene_folder(root: Path, n: int = 3) -> Path:
     return folder
 
 
-def amg_factory(engine=None):
+class NamesEverything:
+    """A stand-in text engine (none is installed in this build): the AMG's objects, each
+    named with the first typed class."""
+    name = "fake-text"
+
+    def __init__(self, amg):
+        self._amg = amg
+
+    def __getattr__(self, attr):              # embedding, backbone key: the AMG's
+        return getattr(self._amg, attr)
+
+    def propose(self, emb, options, cancel=None, image=None):
+        import dataclasses
+        options = dict(options)
+        classes = options.pop("classes")
+        found = self._amg.propose(emb, options, cancel=cancel, image=image)
+        return dataclasses.replace(found, engine=self.name,
+                                   class_names=[classes[0]] * len(found))
+
+
+def amg_factory(engine=None, text: bool = False):
     from annotator.core.session import EngineSession
     from engines.files.cache import EmbeddingCache
     from engines.router import NOT_INSTALLED_HINT, Routed
@@ -37,6 +57,8 @@ def amg_factory(engine=None):
     def resolve(task, fine_edges):
         if task == "auto":
             return Routed(amg, amg.name, None)
+        if task == "text" and text:
+            return Routed(NamesEverything(amg), NamesEverything.name, None)
         if task in NOT_INSTALLED_HINT:
             raise EngineError(NOT_INSTALLED_HINT[task])
         return Routed(amg.host, "sam2", None)

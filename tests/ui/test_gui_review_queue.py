@@ -215,6 +215,25 @@ def test_auto_is_disabled_with_what_to_install(qtbot, image_folder, settings_pat
     none.shutdown()
 
 
+def test_typed_classes_go_through_the_same_queue(qtbot, tmp_path, settings_path,
+                                                 one_torch_thread):
+    w = open_window(qtbot, scene_folder(tmp_path), amg_factory(text=True), settings_path)
+    assert w.text_field.placeholderText() == "class name, Enter"
+    wait_ready(qtbot, w)
+    w.text_field.setFocus()
+    qtbot.keyClicks(w.text_field, "cat")
+    qtbot.keyClick(w.text_field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bool(w.project.candidates(w.image_id)), timeout=WAIT_MS)
+    cands = w.project.candidates(w.image_id)
+    assert {c.label for c in cands} == {"cat"} and cands[0].provenance["text"] == "cat"
+    assert "fake-text" in w.statusBar().currentMessage()
+    QApplication.processEvents()
+    key(qtbot, w, Qt.Key.Key_Return, SHIFT)                  # accept all: class "cat" made
+    assert [c.name for c in w.project.categories()] == ["cat"]
+    assert len(w.project.annotations(w.image_id)) == len(cands)
+    w.shutdown()
+
+
 def test_the_window_modules_load_no_torch():
     code = ("import sys; import annotator.ui.main_window, annotator.ui.review, "
             "annotator.ui.autolabel_dialog, annotator.ui.candidate_layer; "
