@@ -147,7 +147,8 @@ def measure(repeats: int = 7, steps: int = 60) -> dict[str, dict[str, float]]:
 
 def table(result: dict[str, dict[str, float]]) -> str:
     rows = [("accept all shown (Shift+Enter) to painted", ACCEPT_N, result["accept_all"],
-             f"<= {ACCEPT_GOAL_MS:.0f} ms", result["accept_all"]["median"] <= ACCEPT_GOAL_MS),
+             f"median <= {ACCEPT_GOAL_MS:.0f} ms",
+             result["accept_all"]["median"] <= ACCEPT_GOAL_MS),
             ("threshold slider step to painted", SLIDER_N, result["slider"],
              f"p95 <= {SLIDER_GOAL_MS:.0f} ms", result["slider"]["p95"] <= SLIDER_GOAL_MS)]
     out = ["| what | candidates | median ms | p95 ms | max ms | runs | goal | met |",

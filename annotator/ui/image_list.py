@@ -1,5 +1,6 @@
 """The image list: one row per image with its embedding state, instance count (and
-pending candidates: "3 · 5 cand") and review mark. The window feeds it records and states; it emits the image the user picked."""
+pending candidates: "3 · 5 cand") and review mark. The window feeds it records and
+states; it emits the image the user picked."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal

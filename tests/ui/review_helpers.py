@@ -76,7 +76,8 @@ def point_selecting(w, cand_id: int) -> tuple[float, float]:
     layer = w.canvas.candidates
     entry = next(e for e in layer.entries if e.id == cand_id)
     s = entry.shape
-    depth = cv2.distanceTransform(np.pad(s.crop.mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    padded = np.pad(s.crop.mask, 1).astype(np.uint8)
+    depth = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
     for flat in np.argsort(-depth, axis=None):
         y, x = np.unravel_index(flat, depth.shape)
         px, py = s.x0 + x + 0.5, s.y0 + y + 0.5
