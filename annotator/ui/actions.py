@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 
+from annotator.ui.autolabel_dialog import show_autolabel_dialog
 from annotator.ui.model_dialog import show_model_dialog
 
 K = Qt.Key
@@ -26,21 +27,26 @@ def install_actions(w) -> None:
     bar = w.menuBar()
     file_menu, edit_menu = bar.addMenu("&File"), bar.addMenu("&Edit")
     view_menu, image_menu = bar.addMenu("&View"), bar.addMenu("&Image")
+    review_menu = bar.addMenu("&Review")
     selected = lambda: w.instances.selected_ids  # noqa: E731
 
     _action(w, "Export…", "Ctrl+E", w.open_export_dialog, file_menu)
     _action(w, "Models…", "Ctrl+M", lambda: show_model_dialog(w), file_menu)
+    _action(w, "Auto-label images…", "Ctrl+Shift+A", lambda: show_autolabel_dialog(w),
+            file_menu)
     _action(w, "Restart engines", [], w.reload_engines, file_menu)
     _action(w, "Quit", "Ctrl+Q", w.close, file_menu)
 
     w.undo_action = _action(w, "Undo", "Ctrl+Z", w.undo, edit_menu)
     w.redo_action = _action(w, "Redo", ["Ctrl+Shift+Z", "Ctrl+Y"], w.redo, edit_menu)
     edit_menu.addSeparator()
-    _action(w, "Accept mask", [K.Key_Return, K.Key_Enter], w.accept_preview, edit_menu)
+    _action(w, "Accept mask (or the selected candidate)", [K.Key_Return, K.Key_Enter],
+            w.accept_preview, edit_menu)
     _action(w, "Clear prompt / leave brush", K.Key_Escape, w.escape, edit_menu)
-    _action(w, "Next candidate mask", K.Key_Tab, w.labeler.cycle_candidate, edit_menu)
+    _action(w, "Next candidate mask (or next candidate)", K.Key_Tab,
+            lambda: w.labeler.cycle_candidate() or w.review.cycle(1), edit_menu)
     edit_menu.addSeparator()
-    _action(w, "Delete selected vertex or instances", [K.Key_Delete, K.Key_Backspace],
+    _action(w, "Delete selected vertex, candidate or instances", [K.Key_Delete, K.Key_Backspace],
             w.delete_key, edit_menu)
     _action(w, "Selected instances to current class", "C",
             lambda: w.reclass_instances(selected()), edit_menu)
@@ -67,3 +73,14 @@ def install_actions(w) -> None:
     _action(w, "Previous image", ["A", K.Key_PageUp], lambda: w.step_image(-1), image_menu)
     _action(w, "Toggle reviewed", "R", w.toggle_reviewed, image_menu)
     _action(w, "Next unreviewed image", "N", w.next_unreviewed, image_menu)
+
+    r = w.review
+    _action(w, "Auto: propose every object", "G", w.auto_propose, review_menu)
+    review_menu.addSeparator()
+    _action(w, "Accept all shown candidates", ["Shift+Return", "Shift+Enter"],
+            r.accept_all_shown, review_menu)
+    _action(w, "Reject all shown candidates", ["Shift+Delete", "Shift+Backspace"],
+            r.reject_all_shown, review_menu)
+    _action(w, "Previous candidate", K.Key_Backtab, lambda: r.cycle(-1), review_menu)
+    _action(w, "Next image with pending candidates", "Shift+N", r.next_pending_image,
+            review_menu)

@@ -1,5 +1,6 @@
-"""Brush and eraser on one selected instance: strokes paint into a working copy of its
-mask, drawn live; releasing the mouse commits the new mask as one undoable EditMask."""
+"""Brush and eraser on one selected instance or candidate (a `targets.Target`): strokes
+paint into a working copy of its mask, drawn live; releasing the mouse commits the new
+mask as one undoable command (EditMask, or EditCandidate for a candidate)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,10 +9,10 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from annotator.core import commands as cmd
 from annotator.core.geometry import rle_to_mask
 from annotator.core.store import Project
 from annotator.ui.canvas import Canvas
+from annotator.ui.targets import Target
 
 MIN_RADIUS, MAX_RADIUS = 1, 200
 
@@ -19,15 +20,15 @@ MIN_RADIUS, MAX_RADIUS = 1, 200
 class BrushTool(QObject):
     status = Signal(str)
 
-    def __init__(self, project: Project, canvas: Canvas, selected: Callable[[], list[int]],
-                 color_of: Callable[[int], object], push: Callable,
+    def __init__(self, project: Project, canvas: Canvas, selected: Callable[[], list[Target]],
+                 color_of: Callable[[Target], object], push: Callable,
                  redraw: Callable[[], None], parent=None):
         super().__init__(parent)
         self.project, self.canvas = project, canvas
         self._selected, self._color_of, self._push = selected, color_of, push
         self._redraw = redraw      # shows the stored masks again when a stroke is refused
         self.radius = 6                       # image pixels
-        self._target: int | None = None
+        self._target: Target | None = None
         self._mask: np.ndarray | None = None
         self._before: np.ndarray | None = None
         self._last: tuple[int, int] | None = None
@@ -46,10 +47,11 @@ class BrushTool(QObject):
             ids = self._selected()
             if len(ids) != 1:
                 self._target = None
-                self.status.emit("select exactly one instance to paint on (Ctrl+click it)")
+                self.status.emit("select exactly one instance or candidate to paint on "
+                                 "(Ctrl+click it)")
                 return
             self._target = ids[0]
-            self._mask = rle_to_mask(self.project.annotation(self._target).rle).copy()
+            self._mask = rle_to_mask(self._target.record(self.project).rle).copy()
             self._before = self._mask.copy()
             self._last = None
         if self._target is None or self._mask is None:
@@ -58,8 +60,7 @@ class BrushTool(QObject):
         if phase == "end":
             target, mask, before = self._target, self._mask, self._before
             self._target = self._mask = self._before = None
-            if not np.array_equal(mask, before) and self._push(cmd.EditMask(target, mask)) \
-                    is None:
+            if not np.array_equal(mask, before) and self._push(target.edit(mask)) is None:
                 self._redraw()
 
     def _stroke(self, x: float, y: float) -> None:
@@ -74,4 +75,4 @@ class BrushTool(QObject):
             cv2.circle(canvas, p, self.radius, value, thickness=-1)
         self._mask = canvas.astype(bool)
         self._last = p
-        self.canvas.update_instance(self._target, self._mask, self._color_of(self._target))
+        self.canvas.update_target(self._target, self._mask, self._color_of(self._target))

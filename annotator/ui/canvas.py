@@ -3,21 +3,28 @@
 It draws the image, the accepted instances (one tinted pixmap per instance, cropped to its
 box), the preview mask and the prompt markers, and turns gestures into signals in image
 coordinates: left click = object point, right click or Shift+left = background point,
-left drag = box, Ctrl+left = pick the instance under the cursor. Wheel zooms at the
-cursor; middle drag or Space+left drag pans.
+left drag = box, Ctrl+left = pick the instance under the cursor. Pending candidates are
+drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (the
+review selecting a candidate) before it becomes a point. Wheel zooms at the cursor;
+middle drag or Space+left drag pans.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
                                QGraphicsScene, QGraphicsView)
 
+from annotator.ui.candidate_layer import CandidateLayer, Entry, shape_of
+from annotator.ui.targets import CANDIDATE
+
 DRAG_PIXELS = 5            # a press that moves less than this (view pixels) is a click
 ZOOM_STEP = 1.15           # per wheel notch
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 Z_IMAGE, Z_ANNOTATION, Z_PREVIEW, Z_PROMPT = 0, 10, 20, 30
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -32,21 +39,33 @@ def mask_pixmap(mask: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: in
                 edge_color: QColor | None = None) -> tuple[QPixmap, int, int] | None:
     """A tinted, cropped picture of a mask with an opaque outline: (pixmap, x0, y0), or
     None for an empty mask. Cropping keeps memory proportional to the object."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    rows = np.any(mask, axis=1)
+    if not rows.any():
         return None
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    m = np.zeros((y1 - y0 + 2, x1 - x0 + 2), bool)   # one pixel of margin for the edge
-    m[1:-1, 1:-1] = mask[y0:y1, x0:x1]
-    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-    crop = m[1:-1, 1:-1]
-    rgba = np.zeros(crop.shape + (4,), np.uint8)
-    rgba[crop] = (color.red(), color.green(), color.blue(), fill_alpha)
+    cols = np.any(mask, axis=0)
+    y0, y1 = int(np.argmax(rows)), len(rows) - int(np.argmax(rows[::-1]))
+    x0, x1 = int(np.argmax(cols)), len(cols) - int(np.argmax(cols[::-1]))
+    return _tinted(mask[y0:y1, x0:x1], color, fill_alpha, edge_alpha, edge_color), x0, y0
+
+
+def _tinted(crop: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: int = 255,
+            edge_color: QColor | None = None) -> QPixmap:
+    """The picture of a mask cropped to its box: fill, and an outline where a pixel has
+    a 4-neighbour outside the mask (the box's border counts as outside)."""
+    m = np.ascontiguousarray(crop, dtype=np.uint8)
+    inner = cv2.erode(m, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     edge = edge_color or color
-    rgba[crop & ~inner] = (edge.red(), edge.green(), edge.blue(), edge_alpha)
-    h, w = crop.shape
+    palette = np.array([(0, 0, 0, 0), (color.red(), color.green(), color.blue(), fill_alpha),
+                        (edge.red(), edge.green(), edge.blue(), edge_alpha)], np.uint8)
+    rgba = palette[m + (m & (1 - inner))]        # 0 outside, 1 inside, 2 on the edge
+    h, w = m.shape
     image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-    return QPixmap.fromImage(image), int(x0), int(y0)
+    return QPixmap.fromImage(image)
+
+
+def crop_pixmap(crop, color: QColor, fill_alpha: int) -> tuple[QPixmap, int, int]:
+    """`mask_pixmap` of a mask_cache.Crop: no search for the box, the crop is it."""
+    return _tinted(crop.mask, color, fill_alpha), crop.x0, crop.y0
 
 
 class Canvas(QGraphicsView):
@@ -77,6 +96,8 @@ class Canvas(QGraphicsView):
         self.mode = "prompt"    # "prompt" | "brush" | "eraser" (left drag paints)
         self._painting = False
         self.editor = None      # PolygonEditor: gets the mouse first in prompt mode
+        self.click_filter = None    # (x, y) -> True when a plain left click is taken
+        self.candidates: CandidateLayer | None = None
         self.image_size: tuple[int, int] | None = None      # (H, W)
 
     # -- content
@@ -89,6 +110,8 @@ class Canvas(QGraphicsView):
         self._preview = self._rubber = None
         self._markers = []
         self._image_item = scene.addPixmap(rgb_to_pixmap(rgb))
+        self.candidates = CandidateLayer(rgb.shape[1], rgb.shape[0])
+        scene.addItem(self.candidates)
         self._image_item.setZValue(Z_IMAGE)
         self.image_size = rgb.shape[:2]
         scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
@@ -98,20 +121,20 @@ class Canvas(QGraphicsView):
         self.scene().clear()
         self._instances.clear()
         self._image_item = self._preview = self._rubber = None
+        self.candidates = None
         self._markers = []
         self.image_size = None
 
-    def set_instances(self, items: list[tuple[int, np.ndarray, QColor, bool, bool]]) -> None:
-        """Replace the drawn instances: (annotation id, mask, colour, visible, selected),
-        bottom first."""
+    def set_instances(self, items: list[tuple[int, object, QColor, bool, bool]]) -> None:
+        """Replace the drawn instances: (annotation id, mask_cache.Crop or None for an
+        empty mask, colour, visible, selected), bottom first."""
         for item in self._instances.values():
             self.scene().removeItem(item)
         self._instances.clear()
-        for z, (ann_id, mask, color, visible, selected) in enumerate(items):
-            made = mask_pixmap(mask, color, 150 if selected else 90)
-            if made is None:
+        for z, (ann_id, crop, color, visible, selected) in enumerate(items):
+            if crop is None:
                 continue
-            pixmap, x0, y0 = made
+            pixmap, x0, y0 = crop_pixmap(crop, color, 150 if selected else 90)
             item = self.scene().addPixmap(pixmap)
             item.setOffset(x0, y0)
             item.setZValue(Z_ANNOTATION + z * 1e-3)
@@ -135,6 +158,22 @@ class Canvas(QGraphicsView):
         item.setZValue(z)
         item.setVisible(visible)
         self._instances[ann_id] = item
+
+    def set_candidates(self, entries: list[Entry], selected: int | None) -> None:
+        if self.candidates is not None:
+            self.candidates.set_entries(entries, selected)
+
+    def set_candidate_threshold(self, threshold: float) -> None:
+        if self.candidates is not None:
+            self.candidates.set_threshold(threshold)
+
+    def update_target(self, target, mask: np.ndarray, color: QColor) -> None:
+        """Redraw what a tool is editing (targets.Target) in place, live."""
+        if target.kind == CANDIDATE:
+            if self.candidates is not None:
+                self.candidates.replace_shape(target.id, shape_of(mask))
+        else:
+            self.update_instance(target.id, mask, color)
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("prompt", "brush", "eraser"):
@@ -364,6 +403,8 @@ class Canvas(QGraphicsView):
         if not self._inside(a):
             return
         negative = button == Qt.MouseButton.RightButton or mods & Qt.KeyboardModifier.ShiftModifier
+        if not negative and self.click_filter is not None and self.click_filter(a.x(), a.y()):
+            return
         self.point_clicked.emit(a.x(), a.y(), 0 if negative else 1)
 
     def mouseDoubleClickEvent(self, event) -> None:

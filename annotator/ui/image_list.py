@@ -1,5 +1,6 @@
-"""The image list: one row per image with its embedding state, instance count and review
-mark. The window feeds it records and states; it emits the image the user picked."""
+"""The image list: one row per image with its embedding state, instance count (and
+pending candidates: "3 · 5 cand") and review mark. The window feeds it records and
+states; it emits the image the user picked."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -37,7 +38,8 @@ class ImageList(QTreeWidget):
         for col in (COL_COUNT, COL_STATE, COL_REVIEWED):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
 
-    def set_images(self, images: list[ImageRecord], counts: dict[int, int]) -> None:
+    def set_images(self, images: list[ImageRecord], counts: dict[int, int],
+                   pending: dict[int, int] | None = None) -> None:
         self.clear()
         self._rows.clear()
         self._order = [img.id for img in images]
@@ -47,17 +49,18 @@ class ImageList(QTreeWidget):
             row.setToolTip(COL_NAME, img.file_name)
             self.addTopLevelItem(row)
             self._rows[img.id] = row
-            self.update_image(img, counts.get(img.id, 0))
+            self.update_image(img, counts.get(img.id, 0), (pending or {}).get(img.id, 0))
 
     @property
     def image_ids(self) -> list[int]:
         return list(self._order)
 
-    def update_image(self, img: ImageRecord, count: int) -> None:
+    def update_image(self, img: ImageRecord, count: int, pending: int = 0) -> None:
         row = self._rows.get(img.id)
         if row is None:
             return
-        row.setText(COL_COUNT, str(count))
+        row.setText(COL_COUNT, f"{count} · {pending} cand" if pending else str(count))
+        row.setToolTip(COL_COUNT, f"{count} annotation(s), {pending} candidate(s) to review")
         row.setText(COL_REVIEWED, "✓" if img.reviewed else "")
         self._paint_state(img.id)
 

@@ -1,7 +1,8 @@
 """The annotation window: image list | canvas | classes + instances, a toolbar, keys.
 
 Data changes go through the CommandStack (undoable, one transaction each) and come back
-as store events, which redraw what they touch; engine work goes through the `Labeler`.
+as store events, which redraw what they touch; engine work goes through the `Labeler`
+(prompts) and the `Review` (Auto and text proposals as candidates, review.py).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QLabel, QMainWindow,
 
 from annotator.core import commands as cmd
 from annotator.core.errors import CoreError
-from annotator.core.geometry import rle_to_mask
 from annotator.core.images import load_image
 from annotator.core.store import Project
 from annotator.ui.bridge import EventBridge
@@ -27,7 +27,10 @@ from annotator.ui.export_dialog import ExportDialog
 from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
+from annotator.ui.mask_cache import CropCache
 from annotator.ui.polygon_edit import PolygonEditor
+from annotator.ui.review import Review
+from annotator.ui.targets import Target, annotation
 from annotator.ui.actions import install_actions
 from annotator.ui.model_choice import make_session
 from annotator.ui.settings import read_bool, read_int, read_model_choice, write_model_choice
@@ -49,11 +52,13 @@ class MainWindow(QMainWindow):
         self.models_dir = models_dir        # None: $ANNOTATOR_MODELS_DIR or the user data dir
         self.model_dialog = None            # File > Models…, made on first use
         self.train_dialog = None            # File > Train…, made on first use
+        self.autolabel_dialog = None        # File > Auto-label images…, made on first use
         self.settings = settings
         self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
         self.image_id: int | None = None
-        self._masks: dict[tuple[int, float], Any] = {}   # (annotation id, updated) -> mask
+        self.crops = CropCache()             # RLE -> cropped mask: instances and candidates
+        self._refreshing = False
         self._dirty: set[str] = set()
         self._count_images: set[int] = set()   # rows of the image list to update
         self._closed = False
@@ -65,9 +70,11 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas(self)
         self.labeler = Labeler(self.session, self.canvas, self)
         self.bridge.connect_to(self.labeler.on_event)
-        self.brush = BrushTool(project, self.canvas, lambda: self.instances.selected_ids,
-                               self._instance_color, self._push,
-                               lambda: self._refresh_instances(), self)
+        self.review = Review(self)
+        self.bridge.connect_to(self.review.on_event)
+        self.canvas.click_filter = self.review.click
+        self.brush = BrushTool(project, self.canvas, self._edit_targets,
+                               self._target_color, self._push, self._redraw_all, self)
         self.polygons = PolygonEditor(self.canvas, self._push, self)
         self.canvas.editor = self.polygons
         self.setCentralWidget(self.canvas)
@@ -86,7 +93,8 @@ class MainWindow(QMainWindow):
         self._unsubscribe = project.subscribe(self._on_store_event)
         self.stack.add_listener(self._update_undo_actions)
         self.classes.set_categories(project.categories())
-        self.images.set_images(project.images(), project.counts_per_image())
+        self.images.set_images(project.images(), project.counts_per_image(),
+                               project.pending_counts())
         self._restore_settings()
         self._update_undo_actions()
         first = read_int(settings, self._last_image_key(), 0)
@@ -124,8 +132,9 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.text_field)
         self.auto_button = QPushButton("Auto", self)
         self.auto_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.auto_button.setToolTip("propose every salient object")
         bar.addWidget(self.auto_button)
+        bar.addWidget(self.review.slider)
+        self.review.update_auto()
         self.fine_edges = QCheckBox("Fine edges", self)
         self.fine_edges.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.fine_edges.setToolTip("prefer the boundary engine (hq-sam) when installed")
@@ -159,7 +168,8 @@ class MainWindow(QMainWindow):
             lambda i, name: self._push(cmd.RenameCategory(i, name)))
         self.classes.recolor_requested.connect(
             lambda i, color: self._push(cmd.RecolorCategory(i, color)))
-        self.instances.selection_changed.connect(lambda _ids: self._redraw_instances())
+        self.instances.selection_changed.connect(self._instances_selected)
+        self.review.status.connect(lambda text: self.statusBar().showMessage(text))
         self.instances.visibility_changed.connect(lambda _i, _v: self._redraw_instances())
         self.instances.delete_requested.connect(self.delete_instances)
         self.instances.reclass_requested.connect(self.reclass_instances)
@@ -192,6 +202,8 @@ class MainWindow(QMainWindow):
         del rgb   # the canvas keeps a pixmap: free ours before the engine reads its copy
         self.instances.clear_hidden()
         self.images.select(image_id)
+        self.review.selected = None
+        self.review.refresh()
         self.labeler.open_image(image_id, self.project.image_root / rec.file_name)
         self._refresh_instances(keep_selection=False)
         self.labeler.prefetch([(i, str(self.project.image_root / self.project.image(i).file_name))
@@ -219,8 +231,11 @@ class MainWindow(QMainWindow):
     # -- accepting and editing
 
     def accept_preview(self) -> None:
-        """Enter: the preview becomes an instance of the current class (undoable)."""
+        """Enter: the preview becomes an instance of the current class (undoable); with
+        no preview, the selected candidate is accepted."""
         mask = self.labeler.prompt.mask
+        if mask is None and self.labeler.prompt.is_empty and self.review.accept_selected():
+            return                      # no prompt live: Enter is the candidate's
         if mask is None or self.image_id is None:
             self.statusBar().showMessage("nothing to accept: click on an object first")
             return
@@ -265,12 +280,22 @@ class MainWindow(QMainWindow):
     def escape(self) -> None:
         if self.canvas.mode != "prompt":
             self.set_mode(self.canvas.mode)
+        elif self.labeler.prompt.is_empty and self.review.selected is not None:
+            self.review.select(None)
         else:
             self.labeler.clear()
 
-    def _instance_color(self, ann_id: int):
+    def _edit_targets(self) -> list[Target]:
+        """What the brush paints on: the selected candidate, else the selected instances."""
+        target = self.review.target()
+        return [target] if target is not None else \
+            [annotation(i) for i in self.instances.selected_ids]
+
+    def _target_color(self, target: Target):
+        if target.kind != "annotation":
+            return category_color(self.classes.current)
         try:
-            ann = self.project.annotation(ann_id)
+            ann = self.project.annotation(target.id)
             return category_color(self.project.category(ann.category_id))
         except CoreError:
             return category_color(None)
@@ -331,13 +356,12 @@ class MainWindow(QMainWindow):
         if problem:
             self.statusBar().showMessage(problem)
             return
-        self.labeler.ask_text(self.text_field.text())
+        self.review.text(self.text_field.text())     # candidates, like Auto's
         self.canvas.setFocus()
 
     def auto_propose(self) -> None:
-        problem = self.session.problem("auto") if self.session else "no engine running"
-        self.statusBar().showMessage(problem or "Auto proposals are not wired into this "
-                                     "window yet")
+        """Auto (G): the installed proposer's objects on this image, as candidates."""
+        self.review.auto()
 
     def _fine_edges_toggled(self, on: bool) -> None:
         if self.labeler.service is not None:
@@ -362,6 +386,7 @@ class MainWindow(QMainWindow):
             device = getattr(self.session, "device", None) or "no engine"
             self.device_label.setText(f"device: {device}")
             self._show_text_engine()
+            self.review.update_auto()
         self.labeler.service.fine_edges = self.fine_edges.isChecked()
         if self.image_id is not None:
             self.show_image(self.image_id)      # embed again with the new engines
@@ -392,6 +417,10 @@ class MainWindow(QMainWindow):
                 self._count_images.add(payload["image_id"])
             else:
                 self._dirty.add("counts")       # an import: every image may have changed
+        elif event.startswith("candidate"):
+            if payload.get("image_id") == self.image_id:
+                self._dirty.add("candidates")
+            self._count_images.add(payload["image_id"])
         elif event.startswith("category"):
             self._dirty |= {"classes", "instances"}
         elif event == "image_changed":
@@ -413,18 +442,24 @@ class MainWindow(QMainWindow):
             ids = set(self.images.image_ids)
             images = self.project.images()
             if {i.id for i in images} != ids:
-                self.images.set_images(images, self.project.counts_per_image())
+                self.images.set_images(images, self.project.counts_per_image(),
+                                       self.project.pending_counts())
                 if self.image_id is not None:
                     self.images.select(self.image_id)
             dirty.add("counts")
         if "counts" in dirty or touched:
             counts = self.project.counts_per_image()
+            pending = self.project.pending_counts()
             rows = self.project.images() if "counts" in dirty else \
                 [self.project.image(i) for i in touched if i in counts]
             for img in rows:
-                self.images.update_image(img, counts.get(img.id, 0))
+                self.images.update_image(img, counts.get(img.id, 0), pending.get(img.id, 0))
+        if "candidates" in dirty:
+            self.review.refresh()
         if "instances" in dirty:
             self._refresh_instances()
+        elif "candidates" in dirty:
+            self._show_polygon(None, set(self.instances.selected_ids))
 
     def _refresh_instances(self, keep_selection: bool = True) -> None:
         if self.image_id is None:
@@ -433,8 +468,17 @@ class MainWindow(QMainWindow):
             return
         anns = self.project.annotations(self.image_id)
         cats = {c.id: c for c in self.project.categories()}
-        self.instances.set_instances(anns, cats, keep_selection=keep_selection)
+        self._refreshing = True         # its selection signal would redraw once more
+        try:
+            self.instances.set_instances(anns, cats, keep_selection=keep_selection)
+        finally:
+            self._refreshing = False
         self._redraw_instances(anns, cats)
+
+    def _redraw_all(self) -> None:
+        """The stored masks again (a live brush stroke that was refused)."""
+        self.review.refresh()
+        self._refresh_instances()
 
     def _redraw_instances(self, anns=None, cats=None) -> None:
         if self.image_id is None:
@@ -442,41 +486,46 @@ class MainWindow(QMainWindow):
         anns = self.project.annotations(self.image_id) if anns is None else anns
         cats = {c.id: c for c in self.project.categories()} if cats is None else cats
         selected = set(self.instances.selected_ids)
-        live = {(a.id, a.updated) for a in anns}
-        self._masks = {k: v for k, v in self._masks.items() if k in live}
-        items = []
-        for ann in anns:
-            key = (ann.id, ann.updated)
-            if key not in self._masks:
-                self._masks[key] = rle_to_mask(ann.rle)
-            items.append((ann.id, self._masks[key], category_color(cats.get(ann.category_id)),
-                          self.instances.is_visible(ann.id), ann.id in selected))
+        items = [(ann.id, self.crops.get(ann.rle), category_color(cats.get(ann.category_id)),
+                  self.instances.is_visible(ann.id), ann.id in selected) for ann in anns]
         self.canvas.set_instances(items)
         self._show_polygon(anns, selected)
 
     def _show_polygon(self, anns, selected: set[int]) -> None:
-        """The vertex editor follows a single visible selected instance."""
+        """The vertex editor follows the selected candidate, or a single visible
+        selected instance."""
+        if self.review.show_polygon():
+            return
+        anns = self.project.annotations(self.image_id) if anns is None else anns
         ann = next((a for a in anns if a.id in selected), None) if len(selected) == 1 else None
-        if ann is None or not self.instances.is_visible(ann.id):
+        crop = self.crops.get(ann.rle) if ann is not None else None
+        if crop is None or not self.instances.is_visible(ann.id):
             self.polygons.show(None, None)
         else:
-            self.polygons.show(ann.id, self._masks[(ann.id, ann.updated)], ann.updated)
+            self.polygons.show(ann.id, crop.full(), ann.updated)
 
     def _detail_changed(self, tolerance: float) -> None:
         self.polygons.set_tolerance(tolerance)
         self.settings.setValue("tools/polygon_tolerance", tolerance)
 
     def delete_key(self) -> None:
-        """Delete: the selected polygon vertex if there is one, else the instances."""
-        if not self.polygons.delete_selected():
+        """Delete: the selected polygon vertex if there is one, else reject the selected
+        candidate, else delete the selected instances."""
+        if not self.polygons.delete_selected() and not self.review.reject_selected():
             self.delete_instances(self.instances.selected_ids)
 
+    def _instances_selected(self, ids: list[int]) -> None:
+        if ids and self.review.selected is not None:
+            self.review.select(None)       # one selection at a time: instance or candidate
+        if not self._refreshing:
+            self._redraw_instances()
+
     def _pick_instance(self, x: float, y: float) -> None:
-        if self.image_id is None:
+        if self.image_id is None or self.review.pick(x, y):
             return
         for ann in reversed(self.project.annotations(self.image_id)):   # topmost first
-            mask = self._masks.get((ann.id, ann.updated))
-            if mask is not None and mask[int(y), int(x)]:
+            crop = self.crops.get(ann.rle)
+            if crop is not None and crop.contains(x, y):
                 self.instances.select([ann.id])
                 return
         self.instances.select([])
@@ -533,6 +582,8 @@ class MainWindow(QMainWindow):
             self.model_dialog.shutdown()
         if self.train_dialog is not None:
             self.train_dialog.shutdown()
+        if self.autolabel_dialog is not None:
+            self.autolabel_dialog.shutdown()
         self._unsubscribe()
         if self.session is not None:
             self.session.shutdown()

@@ -1,12 +1,14 @@
 """Polygon view of the selected instance: drag, insert and delete vertices.
 
 The mask stays the truth. The outline shown is `mask_to_polygons(mask, tolerance)`; an
-edit rasterises the edited polygons (`polygons_to_mask`) and pushes ONE `EditMask`, so
-undo/redo give back the exact stored masks. The polygons a user edited are remembered
-per (annotation, update time, tolerance), so after an edit (and after its redo) the
-vertices stay where they were put instead of being re-traced from the new raster.
+edit rasterises the edited polygons (`polygons_to_mask`) and pushes ONE command (the
+target's: `EditMask` for an annotation, `EditCandidate` for a pending candidate; see
+targets.py), so undo/redo give back the exact stored masks. The polygons a user edited
+are remembered per (target, update time, tolerance), so after an edit (and after its
+redo) the vertices stay where they were put instead of being re-traced from the new
+raster.
 
-Gestures (prompt mode, one instance selected): drag a handle to move it; double-click
+Gestures (prompt mode, one instance or candidate selected): drag a handle to move it; double-click
 or Alt+click on the outline to insert a vertex; right-click a handle, or select it with
 a click and press Delete, to remove it. Handles keep their size on screen at every zoom.
 """
@@ -20,9 +22,9 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem
 
-from annotator.core import commands as cmd
 from annotator.core.geometry import Polygon, mask_to_polygons, polygons_to_mask
 from annotator.ui.canvas import MIN_ZOOM
+from annotator.ui.targets import ANNOTATION, Target, annotation
 
 HANDLE_PX = 4.0         # half side of a handle square, screen pixels
 HIT_PX = 7.0            # a press this close to a vertex grabs it (screen pixels)
@@ -84,7 +86,7 @@ class PolygonEditor(QObject):
         super().__init__(parent)
         self.canvas, self._push = canvas, push
         self.tolerance = 1.0
-        self.ann_id: int | None = None
+        self.target: Target | None = None
         self.polygons: list[Polygon] = []
         self.selected: tuple[int, int] | None = None     # (ring index, vertex index)
         self.handles_shown = False
@@ -100,27 +102,37 @@ class PolygonEditor(QObject):
 
     # -- what is shown
 
-    def show(self, ann_id: int | None, mask: np.ndarray | None, updated: float = 0.0) -> None:
-        """Edit `ann_id` (its current mask and update time), or nothing when None."""
-        if ann_id is None or mask is None:
+    @property
+    def ann_id(self) -> int | None:
+        """The annotation being edited (None when none, or when it is a candidate)."""
+        t = self.target
+        return t.id if t is not None and t.kind == ANNOTATION else None
+
+    def show(self, target: Target | int | None, mask: np.ndarray | None,
+             updated: float = 0.0) -> None:
+        """Edit `target` (an annotation id or a Target; its current mask and update
+        time), or nothing when None."""
+        if isinstance(target, (int, np.integer)):
+            target = annotation(int(target))
+        if target is None or mask is None:
             self._clear_items()
-            self.ann_id, self._mask, self._key, self.polygons = None, None, None, []
+            self.target, self._mask, self._key, self.polygons = None, None, None, []
             self.selected = self._drag = None
             return
-        key = (ann_id, updated, self.tolerance)
+        key = (target, updated, self.tolerance)
         if key == self._key and self._alive():
             return
         pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == ann_id and key not in self._cache:
+        if pending is not None and pending[0] == target and key not in self._cache:
             self._remember(key, pending[1])        # the polygons this edit was made of
         if key in self._cache:
             polygons = copy_polygons(self._cache[key])
         else:       # simplifying a big outline takes a while: once per mask and tolerance
             polygons = mask_to_polygons(mask, self.tolerance)
             self._remember(key, polygons)
-        if ann_id != self.ann_id:
+        if target != self.target:
             self.selected = None
-        self.ann_id, self._mask, self._updated, self._key = ann_id, mask, updated, key
+        self.target, self._mask, self._updated, self._key = target, mask, updated, key
         self.polygons = polygons
         self._drag = None
         if self.selected is not None and not self._valid(self.selected):
@@ -130,7 +142,7 @@ class PolygonEditor(QObject):
     def set_tolerance(self, tolerance: float) -> None:
         """Display/edit density only: the stored mask is not touched."""
         self.tolerance = float(tolerance)
-        if self.ann_id is not None:
+        if self.target is not None:
             self.selected = None
             self._reshow()
 
@@ -146,7 +158,7 @@ class PolygonEditor(QObject):
         x, y = self.rings[ring][index]
         return float(x), float(y)
 
-    # -- edits (each one EditMask)
+    # -- edits (each one command of the target's)
 
     def move_vertex(self, ring: int, index: int, x: float, y: float) -> bool:
         self._set_point(ring, index, x, y)
@@ -182,7 +194,7 @@ class PolygonEditor(QObject):
 
     def delete_selected(self) -> bool:
         """Delete key: remove the selected vertex; False when none is selected."""
-        if self.ann_id is None or self.selected is None or not self.handles_shown:
+        if self.target is None or self.selected is None or not self.handles_shown:
             return False
         self.delete_vertex(*self.selected)
         return True
@@ -200,9 +212,8 @@ class PolygonEditor(QObject):
                              "instead")
             self._reshow()
             return False
-        command = cmd.EditMask(self.ann_id, mask)
-        command.description = description
-        self._pending = (self.ann_id, copy_polygons(self.polygons))
+        command = self.target.edit(mask, description)
+        self._pending = (self.target, copy_polygons(self.polygons))
         if self._push(command) is None:       # refused: the window already said why
             self._pending = None
             self._reshow()
@@ -284,7 +295,7 @@ class PolygonEditor(QObject):
     # -- internals
 
     def _editable(self) -> bool:
-        return self.ann_id is not None and self.handles_shown and self.canvas.mode == "prompt" \
+        return self.target is not None and self.handles_shown and self.canvas.mode == "prompt" \
             and self._alive()
 
     def _ring_refs(self) -> list[Ring]:
@@ -321,7 +332,7 @@ class PolygonEditor(QObject):
 
     def _reshow(self) -> None:
         self._key = None
-        self.show(self.ann_id, self._mask, self._updated)
+        self.show(self.target, self._mask, self._updated)
 
     def _view_xy(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.canvas.viewportTransform()

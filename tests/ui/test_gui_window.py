@@ -144,7 +144,10 @@ def test_text_and_auto_say_no_engine_installed(qtbot, image_folder, settings_pat
     assert "no text engine installed" in w.statusBar().currentMessage()
     qtbot.keyClick(w.text_field, Qt.Key.Key_Escape, delay=1)
     assert w.text_field.text() == ""
-    qtbot.mouseClick(w.auto_button, Qt.MouseButton.LeftButton)
+    # Auto is disabled and its tooltip says what to install; its key still says why
+    assert not w.auto_button.isEnabled()
+    assert "no proposal engine installed" in w.auto_button.toolTip()
+    key(qtbot, w, Qt.Key.Key_G)
     assert "no proposal engine installed" in w.statusBar().currentMessage()
     w.shutdown()
 
