@@ -10,6 +10,11 @@ os.environ.setdefault("ANNOTATOR_MODELS_DIR", str(Path(os.environ.get("TMPDIR", 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+# Test modules share helpers across folders (basenames are unique in the whole tree), so
+# every test folder is importable whatever subset of the suite is collected first.
+for _folder in sorted({p.parent for p in Path(__file__).parent.rglob("*.py")}):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 import pytest  # noqa: E402
 

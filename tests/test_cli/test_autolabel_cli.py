@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_core" / "test_automation"))
-from autolabel_helpers import make_project, tiny_resolver  # noqa: E402
+from autolabel_helpers import make_project, tiny_resolver
 
-from annotator.cli import main  # noqa: E402
-from annotator.core.store import Project  # noqa: E402
+from annotator.cli import main
+from annotator.core.store import Project
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,17 +3,12 @@ session factory whose "auto" task is the tiny random-weight SAM 2 AMG proposer o
 automation tests (its host answers clicks); text is "not installed"."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-_AUTOMATION = Path(__file__).resolve().parents[1] / "test_core" / "test_automation"
-if str(_AUTOMATION) not in sys.path:
-    sys.path.insert(0, str(_AUTOMATION))
-
-from autolabel_helpers import scene, tiny_amg_engine  # noqa: E402
+from autolabel_helpers import scene, tiny_amg_engine
 
 SIZE = (96, 128)
 
