@@ -40,11 +40,10 @@ LOOSE = {"points_per_side": 8, "points_per_batch": 64, "pred_iou_thresh": 0.0,
 def tiny_factory():
     """A session whose Auto is a seeded random-weight tiny SAM 2 AMG (clicks: its host)."""
     from annotator.core.session import EngineSession
-    from engines.files.cache import EmbeddingCache
+    from engines.files import EmbeddingCache
     from engines.hosts import Sam2Engine, tiny_sam2
     from engines.router import NOT_INSTALLED_HINT, Routed
-    from engines.sam_amg import Sam2AmgEngine
-    from engines.sam_amg.options import AmgOptions
+    from engines.sam_amg import AmgOptions, Sam2AmgEngine
     from engines.types import EngineError
 
     host = Sam2Engine(tiny_sam2(seed=0), backbone_key="sam2:tiny:random", device="cpu")
