@@ -83,7 +83,8 @@ def run(args) -> int:
     options = options_from(args)       # bad input fails here, before anything is opened
     class_map = _class_map(args.class_map)
     from annotator.core.automation.autolabel import run_autolabel
-    from annotator.core.automation.distributed import agree, comm_from_env
+    from annotator.core.automation.distributed import comm_from_env
+    from annotator.core.automation.ranks import agree
     comm = comm_from_env()
     try:
         project, problem = None, None

@@ -5,4 +5,5 @@ torchrun). The window and `annotator autolabel` are thin layers over these modul
 
 Modules: candidates (proposals -> candidates), classes (class mapping), review
 (commands), runs (one image's run, stored), proposer (engines, outside the window),
-autolabel (the batch), distributed (ranks)."""
+autolabel (the batch), ranks (one process, torch-free) and distributed (torchrun
+ranks over torch.distributed)."""

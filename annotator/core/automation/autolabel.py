@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from annotator.core.automation.candidates import CandidateOptions, encode_proposals
-from annotator.core.automation.distributed import LocalComm
+from annotator.core.automation.ranks import LocalComm
 from annotator.core.automation.runs import (RunSettings, done_image_ids, new_run_id,
                                             record_failure, store_proposals)
 from annotator.core.errors import CoreError, InputError

@@ -10,18 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-
-class LocalComm:
-    rank, world = 0, 1
-
-    def broadcast(self, obj: Any) -> Any:
-        return obj
-
-    def gather(self, obj: Any) -> list[Any]:
-        return [obj]
-
-    def close(self) -> None:
-        pass
+from annotator.core.automation.ranks import LocalComm
 
 
 class TorchComm:
@@ -53,11 +42,3 @@ class TorchComm:
 def comm_from_env() -> LocalComm | TorchComm:
     """TorchComm under torchrun (WORLD_SIZE > 1), else LocalComm."""
     return TorchComm() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else LocalComm()
-
-
-def agree(comm: LocalComm | TorchComm, problem: str | None) -> str | None:
-    """The first rank's problem (or None), known to every rank, so all stop together
-    instead of leaving the others waiting."""
-    problems = comm.gather(problem)
-    first = next((p for p in problems if p), None) if comm.rank == 0 else None
-    return comm.broadcast(first)
