@@ -63,7 +63,8 @@ ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo("pmg-sam", frozenset({"auto"}), "engines.pmg_sam", "PmgSamEngine",
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
                "and a trained Pre-Mask-guided decoder (plugin)", catalogued=True,
-               backbone_files=("hiera_b+", "u2net"), plugin_required=True),
+               backbone_files=("hiera_b+", "u2net"), plugin_required=True, train="plugin",
+               adapter="training.adapters.pmg_sam"),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
