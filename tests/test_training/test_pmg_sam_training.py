@@ -162,3 +162,24 @@ def test_bad_input(tmp_path, models):
     own = write_plugin(tmp_path / "own.safetensors", models["hiera"], models["u2net"], seed=2)
     adapter = build_adapter("pmg-sam", str(models["hiera"]), **TINY, start_from=str(own))
     assert adapter.default_recipe()["start_from"] == "own.safetensors"
+
+
+def test_annotator_train_pmg_sam_writes_the_plugin_the_router_finds(tmp_path, models, capsys):
+    import json
+
+    from annotator.cli import main
+    from training.synthetic import generate
+    data = generate(tmp_path / "synth", n_images=6, size=128, seed=3)
+    args = ["train", "pmg-sam", "--backbone", str(models["hiera"]), "--data", str(data),
+            "--images", str(tmp_path / "synth" / "images"), "--steps", "2", "--batch-size", "2",
+            "--val-fraction", "0.25", "--models-dir", str(models["dir"]),
+            "--cache-dir", str(tmp_path / "features"), "--device", "cpu",
+            "--option", f"config={json.dumps(TINY['config'])}",
+            "--option", f"hiera={json.dumps(TINY['hiera'])}", "--option", "augment_copies=0"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "trained pmg-sam: 2 steps" in printed and "val maxF" in printed
+    (plugin,) = (models["dir"] / "plugins" / "pmg-sam").glob("*.safetensors")
+    assert Router(models_dir=models["dir"]).route("auto").plugin == plugin
+    assert main(args[:-2] + ["--option", "augment_copies=-1"]) == 2
+    assert "augment_copies must be >= 0" in capsys.readouterr().err
