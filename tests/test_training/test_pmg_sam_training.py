@@ -183,3 +183,18 @@ def test_annotator_train_pmg_sam_writes_the_plugin_the_router_finds(tmp_path, mo
     assert Router(models_dir=models["dir"]).route("auto").plugin == plugin
     assert main(args[:-2] + ["--option", "augment_copies=-1"]) == 2
     assert "augment_copies must be >= 0" in capsys.readouterr().err
+
+
+def test_sam_init_starts_the_decoder_from_a_sam_checkpoint(tmp_path, models):
+    from engines.hosts.tiny import tiny_sam
+    sam = tiny_sam(prompt_dim=32, num_heads=2, decoder_mlp_dim=64)
+    torch.save(sam.state_dict(), tmp_path / "sam.pth")
+    adapter = build_adapter("pmg-sam", str(models["hiera"]), **TINY, sam_init=str(tmp_path / "sam.pth"))
+    decoder = adapter.trainable.decoder
+    assert torch.equal(decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)
+    assert torch.equal(decoder.transformer.layers[0].mlp.lin1.weight,
+                       sam.mask_decoder.transformer.layers[0].mlp.lin1.weight)
+    assert adapter.default_recipe()["sam_init"].startswith("sam.pth: ")
+    torch.save({"x": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="other.pth: no tensor fits the PMG-SAM decoder"):
+        build_adapter("pmg-sam", str(models["hiera"]), **TINY, sam_init=str(tmp_path / "other.pth"))
