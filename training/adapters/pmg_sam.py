@@ -60,7 +60,7 @@ from ..api import (
     TrainPrompt,
     register_adapter,
 )
-from ..items import TrainItem
+from ..items import TrainItem, union_items
 from ..losses import dense_bce_dice, iou_mse, soft_iou_loss
 from ..sod_augment import Augment
 
@@ -149,13 +149,10 @@ class PmgSamAdapter(PluginAdapter):
 
     # --- data: one union target per image, plus seeded augmented variants ---------------
     def prepare_items(self, items: list[TrainItem], *, train: bool, seed: int = 0) -> list[TrainItem]:
-        groups: dict[Any, list[TrainItem]] = {}
-        for item in items:
-            groups.setdefault(item.source if item.source is not None else id(item), []).append(item)
-        out = [_union_item(group) for group in groups.values()]
+        out = union_items(items)
         if train and self.augment_copies:
             augment = Augment()
-            out += [_augmented(base, augment, seed, i, k) for i, base in enumerate(out[:len(groups)])
+            out += [_augmented(base, augment, seed, i, k) for i, base in enumerate(list(out))
                     for k in range(self.augment_copies)]
         return out
 
@@ -198,21 +195,6 @@ class PmgSamAdapter(PluginAdapter):
                 "val_every_epochs": 1, "early_stop_epochs": 40, "monitor": "loss",
                 "prompt_mix": {"none": 1}, "augment_copies": self.augment_copies,
                 **self._recipe}
-
-
-def _union_item(group: list[TrainItem]) -> TrainItem:
-    first = group[0]
-    if len(group) == 1:
-        return first
-
-    def union() -> np.ndarray:
-        out = np.zeros(first.image_size, bool)
-        for item in group:
-            out |= np.asarray(item.load_mask(), bool)
-        return out
-    return TrainItem(first.image_size, first.load_image, union, None,
-                     f"{first.name.split(' annotation')[0]} (union of {len(group)})",
-                     source=first.source, key_fn=first.key_fn, _key=first._key)
 
 
 def _augmented(base: TrainItem, augment: Augment, seed: int, index: int, copy: int) -> TrainItem:
