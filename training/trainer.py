@@ -164,10 +164,10 @@ class Trainer:
                     break
                 if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < self.steps:
                     self._save_state(step + 1, optimizer, scheduler)
+            self._save_state(last, optimizer, scheduler)   # the last state, before any best is restored
             metrics = self._final_metrics(last)
             self.steps_done = last
             plugin = self._export(metrics) if info.is_main else None
-            self._save_state(last, optimizer, scheduler)
             dist_utils.barrier(info)
         self.events.emit("done", plugin=str(plugin) if plugin else None, metrics=metrics,
                          seconds=round(time.perf_counter() - t0, 2))
