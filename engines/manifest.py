@@ -31,6 +31,9 @@ class EngineInfo:
     adapter: str | None = None      # the training adapter module, when `train` is set
     choosable: bool = False         # the model picker lists files to pin for it
     checkpoints_of: str | None = None   # loads the checkpoint this engine would (and its pin)
+    # its own catalogued frozen files (catalogue archs), all needed beside its plugin; the
+    # plugin pairs with the first (pmg-sam: the Hiera file, then u2net.pth beside it)
+    backbone_files: tuple[str, ...] = ()
 
     @property
     def trainable_plugin(self) -> bool:
@@ -59,7 +62,9 @@ ENGINES: tuple[EngineInfo, ...] = (
                choosable=True),
     EngineInfo("pmg-sam", frozenset({"auto"}), "engines.pmg_sam", "PmgSamEngine",
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
-               "and a trained Pre-Mask-guided decoder (plugin)", plugin_required=True),
+               "and a trained Pre-Mask-guided decoder (plugin)", catalogued=True,
+               backbone_files=("hiera_b+", "u2net"), plugin_required=True, train="plugin",
+               adapter="training.adapters.pmg_sam"),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
@@ -128,6 +133,10 @@ def _check(rows: Iterable[EngineInfo]) -> None:
         if (info.train is None) != (info.adapter is None) or \
                 (info.train is not None and info.train not in TRAIN_KINDS):
             raise ValueError(f"engine {info.name!r}: `train` and `adapter` go together")
+        if info.backbone_files and not (info.catalogued and info.plugin_required
+                                        and not info.plugin_hosts):
+            raise ValueError(f"engine {info.name!r}: `backbone_files` are its own catalogued "
+                             "files under a required plugin (no plugin_hosts)")
 
 
 _check(ENGINES)

@@ -14,7 +14,10 @@ on a CPU. An engine is "installed" when it is registered and, if it needs a chec
 one is in the models folder (or was given explicitly). Plugin engines (stable-sam, and
 hq-sam without an official HQ checkpoint) are installed when a trained plugin sits in
 the models folder's plugins/ together with the exact backbone checkpoint it was trained
-on (engines/files/plugin_index.py). Engines are built once and kept.
+on (engines/files/plugin_index.py). An engine whose frozen files are its own catalogue
+entries (`backbone_files`: pmg-sam's Hiera-B+ file and u2net.pth) is installed when all of
+them are in the models folder and a plugin trained on the first is in plugins/. Engines are
+built once and kept.
 """
 from __future__ import annotations
 
@@ -91,6 +94,9 @@ class Router:
         if task not in spec.tasks:
             return f"does not answer {task} prompts"
         if spec.needs_checkpoint and self._locate(name).checkpoint is None:
+            missing = self.own_backbones(name)[1] if spec.backbone_files else None
+            if missing:
+                return missing
             if spec.plugin_required:
                 return (f"no trained plugin with its backbone in {self.models_dir} (see "
                         f"`annotator train {name}`)")
@@ -113,8 +119,11 @@ class Router:
             own = self._catalogued(name)
             if own is not None:
                 return own
+        if spec.backbone_files:       # e.g. pmg-sam: its own frozen files + a plugin
+            files, missing = self.own_backbones(name)
+            return Located() if missing else self._plugin_pair(name, files, plugin)
         if spec.plugin_hosts:
-            return self._plugin_pair(name, spec.plugin_hosts, plugin)
+            return self._plugin_pair(name, self.host_backbones(spec.plugin_hosts), plugin)
         return Located()
 
     def _catalogued(self, name: str) -> Located | None:
@@ -135,21 +144,50 @@ class Router:
         return found + [catalogue.model_path(e, self.models_dir) for e in entries
                         if e.engine in hosts and catalogue.is_installed(e, self.models_dir)]
 
+    def own_backbones(self, name: str) -> tuple[list[Path], str | None]:
+        """For an engine with `backbone_files` (its own catalogued frozen files): the
+        files its plugin may pair with (the pinned one, then the installed entries of its
+        first backbone arch), and why it cannot run when one of its files is missing."""
+        spec = get_spec(name)
+        try:
+            entries = [e for e in catalogue.load_catalogue() if e.engine == name]
+        except EngineError:
+            entries = []
+        pinned = [self.checkpoints[name]] if name in self.checkpoints else []
+        first: list[Path] = []
+        for index, arch in enumerate(spec.backbone_files):
+            rows = [e for e in entries if e.arch == arch]
+            have = [catalogue.model_path(e, self.models_dir) for e in rows
+                    if catalogue.is_installed(e, self.models_dir)]
+            if index == 0:
+                first = have
+            if not have and not (index == 0 and pinned):
+                what = (f"{rows[0].filename} (see `annotator models download {rows[0].name}`)"
+                        if rows else f"a catalogued {arch} file")
+                return pinned + first, f"backbone file missing: no {what} in {self.models_dir}"
+        return pinned + first, None
+
+    def _backbone_candidates(self, name: str) -> list[Path]:
+        spec = get_spec(name)
+        if spec.backbone_files:
+            return self.own_backbones(name)[0]
+        return self.host_backbones(spec.plugin_hosts)
+
     def plugin_backbone(self, plugin) -> Path | None:
         """The installed (or pinned) checkpoint an InstalledPlugin was trained on, if any."""
         from engines.files.plugin_index import usable_plugin
         try:
-            hosts = get_spec(plugin.engine).plugin_hosts
+            candidates = self._backbone_candidates(plugin.engine)
         except EngineError:       # an engine this build does not have
             return None
-        pair = usable_plugin([plugin], self.host_backbones(hosts))
+        pair = usable_plugin([plugin], candidates)
         return pair[1] if pair else None
 
-    def _plugin_pair(self, name: str, hosts: tuple[str, ...], plugin: Path | None) -> Located:
+    def _plugin_pair(self, name: str, backbones: list[Path], plugin: Path | None) -> Located:
         from engines.files.plugin_index import find_plugins, read_installed, usable_plugin
         candidates = [read_installed(plugin)] if plugin is not None else \
             find_plugins(self.models_dir, name)
-        pair = usable_plugin(candidates, self.host_backbones(hosts))
+        pair = usable_plugin(candidates, backbones)
         return Located(pair[1], None, pair[0].path) if pair else Located()
 
     def _build(self, name: str, found: Located) -> Engine:

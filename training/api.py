@@ -124,11 +124,25 @@ class PluginAdapter(nn.Module, metaclass=ABCMeta):
     def load_plugin_state(self, state: dict[str, torch.Tensor]) -> None:
         self.trainable.load_state_dict(state, strict=True)
 
-    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn) -> torch.Tensor:
+    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn,
+                     frames: list[InputFrame] | None = None) -> torch.Tensor:
         """The batch loss. `loss_fn(i, logits_i)` is the trainer's mask loss of item i
-        (its sample points seeded per item); engines with several outputs per prompt
-        (multimask) override this to choose what trains."""
+        (its sample points seeded per item); `frames` are the items' input frames (where
+        the padding is). Engines with several outputs per prompt (multimask) or their own
+        loss (pmg-sam) override this."""
         return sum(loss_fn(i, out.logits[i:i + 1]) for i in range(len(gts))) / len(gts)
+
+    # --- the data and the held-out check (defaults: one item per instance) ------------
+    def prepare_items(self, items: list, *, train: bool, seed: int = 0) -> list:
+        """The items the trainer iterates over, made from one item per instance
+        (an engine with one target per image merges them here)."""
+        return items
+
+    def validate(self, items: list, features, seed: int = 0) -> dict[str, float]:
+        """Held-out metrics of the plugin as it is now (training/validation.py's quick
+        prompt protocols by default); `features(item)` gives an item's cached features."""
+        from .validation import validate_adapter
+        return validate_adapter(self, items, features, seed=seed)
 
     def export(self, path, **meta: Any):
         """Write the trained result where the engine loads it from (default: a plugin

@@ -44,6 +44,30 @@ class TrainItem:
         return np.unpackbits(packed, count=frame.side * frame.side).reshape(frame.side, frame.side).astype(bool)
 
 
+def union_items(items: list[TrainItem]) -> list[TrainItem]:
+    """One item per image whose mask is the union of that image's instance masks (the
+    target of a promptless engine: salient objects, DIS), in first-seen order."""
+    groups: dict[object, list[TrainItem]] = {}
+    for item in items:
+        groups.setdefault(item.source if item.source is not None else id(item), []).append(item)
+    return [_union(group) for group in groups.values()]
+
+
+def _union(group: list[TrainItem]) -> TrainItem:
+    first = group[0]
+    if len(group) == 1:
+        return first
+
+    def union() -> np.ndarray:
+        out = np.zeros(first.image_size, bool)
+        for item in group:
+            out |= np.asarray(item.load_mask(), bool)
+        return out
+    return TrainItem(first.image_size, first.load_image, union, None,
+                     f"{first.name.split(' annotation')[0]} (union of {len(group)})",
+                     source=first.source, key_fn=first.key_fn, _key=first._key)
+
+
 def items_from_arrays(image: np.ndarray, masks: list[np.ndarray], key: str | None = None,
                       prompts: list[TrainPrompt | None] | None = None) -> list[TrainItem]:
     """Items for in-memory data (tests, occlusion variants, benchmarks)."""

@@ -154,3 +154,33 @@ def iou_mse(
     """MSE between the predicted IoU (B,) or (B, 1) and `true_iou(logits, gt)` (no grad through it)."""
     target = true_iou(logits, gt, valid).to(iou_pred.dtype)
     return F.mse_loss(iou_pred.reshape(-1), target)
+
+
+def dense_bce_dice(logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense (not point-sampled) BCE-with-logits and soft Dice (smoothing 1), per mask and
+    then averaged, of logits bilinearly resized to gt's (B, 1, H, W); `valid` (B, 1, H, W)
+    bool leaves the rest (e.g. the input frame's padding) out of both."""
+    if logits.shape[-2:] != gt.shape[-2:]:
+        logits = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    gt = gt.to(logits.dtype)
+    weight = torch.ones_like(gt) if valid is None else valid.to(logits.dtype)
+    count = weight.flatten(1).sum(1).clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none")
+    bce = ((bce * weight).flatten(1).sum(1) / count).mean()
+    p, g = logits.sigmoid() * weight, gt * weight
+    inter = (p * g).flatten(1).sum(1)
+    dice = 1 - (2 * inter + 1) / (p.flatten(1).sum(1) + g.flatten(1).sum(1) + 1)
+    return bce, dice.mean()
+
+
+def soft_iou_loss(logits: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """1 - Σpg / Σ(p + g - pg) per mask (p = σ(logits) resized to gt's size), averaged."""
+    if logits.shape[-2:] != gt.shape[-2:]:
+        logits = F.interpolate(logits, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    weight = torch.ones_like(logits) if valid is None else valid.to(logits.dtype)
+    p, g = logits.sigmoid() * weight, gt.to(logits.dtype) * weight
+    inter = (p * g).flatten(1).sum(1)
+    union = (p + g - p * g).flatten(1).sum(1)
+    return (1 - inter / union.clamp(min=1e-6)).mean()

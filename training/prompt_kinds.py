@@ -85,6 +85,8 @@ PROMPT_KINDS: dict[str, KindFn] = {
     "points+neg": _points_neg,
     "noisy-mask": _noisy_mask,
     "iou-band": _iou_band,
+    # promptless engines ("auto": pmg-sam): the target is the whole mask, nothing is given
+    "none": lambda mask, rng, **_: TrainPrompt(kind="none"),
 }
 STORED = "stored"
 

@@ -6,6 +6,14 @@ cached frozen features, seeded prompt synthesis, the point-sampled BCE + Dice lo
 AdamW/Adam with a schedule, gradient clipping, mixed precision on GPU, checkpoints every
 N steps with exact resume, DDP under torchrun, and an event stream.
 
+An engine's recipe may also ask for periodic validation and early stopping (`val_every`,
+`early_stop`: patience, both in steps, or `*_epochs` in epochs of the training items; the
+plugin kept is the one with the lowest validation `monitor`, "loss" by default) and a
+periodic step decay (`lr_step_every` / `lr_step_every_epochs`, factor `lr_gamma`); the
+warm-up may be given in epochs too (`warmup_epochs`, when --warmup-steps is 0). Adapters
+may regroup the items (`prepare_items`: e.g. one union target per image) and validate
+in their own way (`validate`).
+
 Determinism: everything random at step s (which instances, which prompt kind, the prompt
 itself, the loss's sample points) is drawn from generators seeded by (seed, s, item), not
 from a running RNG, so a resumed run, or the same global batch split over N processes,
@@ -101,9 +109,13 @@ class Trainer:
         if items is None:
             items, val_items = items_from_coco(config.data, config.images, config.val_fraction,
                                                config.seed, self.recipe.get("occlusion", 0.0))
+        items = self.adapter.prepare_items(items, train=True, seed=config.seed)
+        val_items = self.adapter.prepare_items(val_items or [], train=False, seed=config.seed)
         if not items:
             raise ValueError("no training instances: the dataset is empty after the split")
         self.items, self.val_items = items, val_items or []
+        self.steps_per_epoch = max(1, math.ceil(len(self.items) / config.batch_size))
+        self.best: dict[str, Any] | None = None    # lowest validation `monitor` so far
         cache_dir = config.cache_dir or default_feature_dir()
         self.features = FeatureCache(self.adapter, cache_dir) if self.adapter.cacheable else None
         side = self.adapter.side
@@ -135,6 +147,8 @@ class Trainer:
             self._warm_cache()
             losses: list[float] = []
             t0 = time.perf_counter()
+            val_every, patience = self._every("val_every"), self._every("early_stop")
+            last = self.steps
             for step in range(start, self.steps):
                 batch = dist_utils.shard(self._global_batch(step), info)
                 loss = self._train_step(model, optimizer, params, step, batch)
@@ -143,21 +157,27 @@ class Trainer:
                 rate = (step + 1 - start) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                 self.events.emit("step", step=step + 1, steps=self.steps, loss=loss,
                                  lr=optimizer.param_groups[0]["lr"], instances_per_s=round(rate, 2))
+                if val_every and self.val_items and (step + 1) % val_every == 0 \
+                        and step + 1 < self.steps and self._validate_at(step + 1, patience):
+                    last = step + 1
+                    self.events.emit("early_stop", step=last, best_step=self.best["step"])
+                    break
                 if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < self.steps:
                     self._save_state(step + 1, optimizer, scheduler)
-            metrics = self.validate() if self.val_items else {}
+            self._save_state(last, optimizer, scheduler)   # the last state, before any best is restored
+            metrics = self._final_metrics(last)
+            self.steps_done = last
             plugin = self._export(metrics) if info.is_main else None
-            self._save_state(self.steps, optimizer, scheduler)
             dist_utils.barrier(info)
         self.events.emit("done", plugin=str(plugin) if plugin else None, metrics=metrics,
                          seconds=round(time.perf_counter() - t0, 2))
         self.events.close()
-        return TrainResult(plugin, self.steps, losses[-1] if losses else float("nan"), losses,
+        return TrainResult(plugin, last, losses[-1] if losses else float("nan"), losses,
                            metrics, self.features.stats.encoder_calls if self.features else 0)
 
     def _train_step(self, model, optimizer, params, step: int, batch: list[int]) -> float:
         self.adapter.train()
-        features, prompts, gts = self._batch_inputs(step, batch)
+        features, prompts, gts, frames = self._batch_inputs(step, batch)
         with _autocast(self.device):
             out: AdapterOutput = model(features, prompts)
         base = self.adapter
@@ -167,7 +187,7 @@ class Trainer:
             return mask_loss(logits.float(), gts[i:i + 1], num_points=self.num_points,
                              generator=gen)["total"]
 
-        loss = base.compute_loss(out, gts, loss_fn)
+        loss = base.compute_loss(out, gts, loss_fn, frames=frames)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.get("grad_clip"):
@@ -194,13 +214,14 @@ class Trainer:
     def _batch_inputs(self, step: int, batch: list[int]):
         feats: dict[str, list[torch.Tensor]] = {}
         prompts: list[TrainPrompt] = []
-        gts = []
+        gts, frames = [], []
         mix = self.recipe["prompt_mix"]
         for index in batch:
             item = self.items[index]
             rng = np.random.default_rng(_seed(self.cfg.seed, step, index, 0))
             frame = self.adapter.frame(item.image_size)
             gt = item.frame_mask(frame)
+            frames.append(frame)
             kind = sample_kind(mix, rng)
             stored = None if item.stored_prompt is None else to_frame(item.stored_prompt, frame)
             prompt = make_prompt(kind, gt, rng, stored=stored, **self._prompt_options(kind))
@@ -210,7 +231,7 @@ class Trainer:
                 feats.setdefault(k, []).append(v)
         features = {k: torch.stack(v).to(self.device) for k, v in feats.items()}
         gt = torch.stack(gts)[:, None].float().to(self.device)
-        return features, prompts, gt
+        return features, prompts, gt, frames
 
     def _prompt_options(self, kind: str) -> dict[str, Any]:
         options = dict(self.recipe.get("prompt_options", {}).get(kind, {}))
@@ -232,11 +253,21 @@ class Trainer:
                            lambda done, total: self.events.emit("encode", done=done, total=total))
 
     # ---------------------------------------------------------------- schedule, state
+    def _every(self, key: str) -> int | None:
+        """A recipe period in steps: `key` (steps) or `key_epochs` (epochs), else None."""
+        if self.recipe.get(key):
+            return max(1, int(self.recipe[key]))
+        epochs = self.recipe.get(f"{key}_epochs")
+        return max(1, round(float(epochs) * self.steps_per_epoch)) if epochs else None
+
     def _lr_factor(self, step: int) -> float:
-        warm = self.cfg.warmup_steps
+        warm = self.cfg.warmup_steps or self._every("warmup") or 0
         factor = min(1.0, (step + 1) / warm) if warm else 1.0
         schedule = self.recipe.get("schedule", "constant")
-        if schedule == "step":
+        every = self._every("lr_step_every")
+        if schedule == "step" and every:      # x lr_gamma every `every` steps (DIS recipe)
+            factor *= float(self.recipe.get("lr_gamma", 0.5)) ** (step // every)
+        elif schedule == "step":
             at = float(self.recipe.get("lr_step_at", 10 / 12))
             factor *= 0.1 if step >= round(at * self.steps) else 1.0
         elif schedule == "cosine":
@@ -249,9 +280,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / STATE_FILE
         tmp = path.with_name(path.name + ".part")
-        torch.save({"step": step, "trainable": self.adapter.plugin_state(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "config": json.dumps(asdict(self.cfg), default=str)}, tmp)
+        state = {"step": step, "trainable": self.adapter.plugin_state(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "config": json.dumps(asdict(self.cfg), default=str)}
+        if self.best is not None:
+            state["best"] = {**self.best, "metrics": json.dumps(self.best["metrics"])}
+        torch.save(state, tmp)
         tmp.replace(path)
         self.events.emit("checkpoint", step=step, path=str(path))
 
@@ -263,17 +297,43 @@ class Trainer:
         self.adapter.load_plugin_state(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "best" in state:
+            self.best = {**state["best"], "metrics": json.loads(state["best"]["metrics"])}
         return int(state["step"])
 
     def _export(self, metrics: dict[str, float]) -> Path:
         name = f"{self.cfg.engine}-{self.adapter.backbone_identity().replace(':', '-')}"
-        return self.adapter.export(self.out / name, metrics=metrics, steps=self.steps,
+        return self.adapter.export(self.out / name, metrics=metrics, steps=self.steps_done,
                                    training_data=_data_hash(self.cfg), recipe=self.recipe,
                                    seed=self.cfg.seed, batch_size=self.cfg.batch_size)
 
     def validate(self) -> dict[str, float]:
-        from .validation import validate_adapter
-        return validate_adapter(self.adapter, self.val_items, self._features, seed=self.cfg.seed)
+        return self.adapter.validate(self.val_items, self._features, seed=self.cfg.seed)
+
+    def _validate_at(self, step: int, patience: int | None) -> bool:
+        """Validate, keep the best plugin state; True when training should stop (no
+        improvement of the monitored value for `patience` steps)."""
+        metrics = self.validate()
+        self.events.emit("validate", step=step, metrics=metrics)
+        key = self.recipe.get("monitor", "loss")
+        value = metrics.get(key)
+        if value is not None and (self.best is None or value < self.best["value"]):
+            self.best = {"value": float(value), "step": step, "metrics": metrics,
+                         "state": self.adapter.plugin_state()}
+        return bool(patience and self.best is not None and step - self.best["step"] >= patience)
+
+    def _final_metrics(self, step: int) -> dict[str, float]:
+        """The metrics of the plugin that is exported: the last one's or, when periodic
+        validation saw a better one, that one's (its state is loaded back)."""
+        if not self.val_items:
+            return {}
+        best = self.best
+        metrics = best["metrics"] if best is not None and best["step"] == step else self.validate()
+        value = metrics.get(self.recipe.get("monitor", "loss"))
+        if best is None or best["step"] == step or value is None or value <= best["value"]:
+            return metrics
+        self.adapter.load_plugin_state(best["state"])
+        return {**best["metrics"], "best_step": best["step"]}
 
 
 # -------------------------------------------------------------------- helpers

@@ -4,7 +4,9 @@ train: fine-tunes an engine's plugin on a COCO export (training/trainer.py), wit
 progress bar and a JSON-lines event stream (`--events FILE`, or `-` for stdout) that
 another process (the window's Train dialog) follows. The same command runs under
 `torchrun --nproc_per_node N -m annotator.cli train ...` with DDP.
-eval: the papers' prompt protocols on a dataset, the engine beside its plain host.
+eval: the papers' prompt protocols on a dataset, the engine beside its plain host; for an
+"auto" engine (pmg-sam) the DIS metrics on each image's union mask beside sam2-amg
+(training/evaluate_auto.py).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="fine-tune an engine's plugin on exported annotations",
         description="Train ENGINE's plugin on a COCO instances file (our export or any "
                     "standard one) on top of a frozen SAM / SAM 2 checkpoint.")
-    tr.add_argument("engine", metavar="ENGINE", help="hq-sam, stable-sam, or sam (whole model)")
+    tr.add_argument("engine", metavar="ENGINE", help="hq-sam, stable-sam, pmg-sam, or sam (whole model)")
     _data_args(tr)
     tr.add_argument("--backbone", required=True, metavar="CKPT",
                     help="SAM / SAM 2 checkpoint the plugin sits on (sam: or scratch:tiny)")
@@ -74,6 +76,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--exact", action="store_true", help="reference torch upsampling")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="engine option (e.g. hq_token_only=true), repeatable")
+    ev.add_argument("--pick", default="map,top-score", metavar="PICKS",
+                    help="auto engines: what is scored, comma-separated: map (the probability "
+                         "map), top-score, oracle (the mask closest to the truth)")
+    ev.add_argument("--baseline", default=None, metavar="CKPT",
+                    help="auto engines: the SAM 2 checkpoint sam2-amg runs on (default: the "
+                         "models folder's)")
+    ev.add_argument("--models-dir", default=None, metavar="DIR")
     ev.set_defaults(func=_cmd_eval)
 
 
@@ -149,12 +158,53 @@ def _cmd_eval(args) -> int:
     if not items:
         print(f"annotator eval: error: the {args.split} split is empty", file=sys.stderr)
         return 2
+    from engines import manifest
+    if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"auto"}:
+        return _eval_auto(args, items, options)
     engines = _build_engines(args, options)
     print(f"evaluating {', '.join(engines)} on {len(items)} instances, "
           f"{args.prompts} prompts each", file=sys.stderr)
     results = evaluate_engines(engines, items, protocols, n_prompts=args.prompts, seed=args.seed,
                                multimask=args.multimask)
     print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _eval_auto(args, items, options: dict) -> int:
+    """DIS metrics of a promptless engine beside sam2-amg (top-score and oracle top-1)."""
+    from engines.registry import get_spec
+    from engines.router import Router
+    from engines.types import EngineError
+    from training.evaluate_auto import PICKS, evaluate_auto, format_auto_table
+    picks = tuple(p.strip() for p in args.pick.split(",") if p.strip())
+    if not picks or any(p not in PICKS for p in picks):
+        print(f"annotator eval: error: --pick {args.pick!r}: choose from {', '.join(PICKS)}",
+              file=sys.stderr)
+        return 2
+    kwargs = {"device": args.device, **options, **({"plugin": args.plugin} if args.plugin else {})}
+    engines = {args.engine: (get_spec(args.engine).factory.from_checkpoint(args.backbone, **kwargs),
+                             picks)}
+    baseline = "sam2-amg"
+    if not args.no_baseline and args.engine != baseline:
+        try:
+            if args.baseline:
+                amg = get_spec(baseline).factory.from_checkpoint(args.baseline, device=args.device)
+            else:
+                amg = Router(models_dir=args.models_dir, device=args.device).route(
+                    "auto", engine=baseline).engine
+            engines[baseline] = (amg, ("top-score", "oracle"))
+        except EngineError as exc:
+            print(f"annotator eval: note: no {baseline} baseline ({exc})", file=sys.stderr)
+    print(f"evaluating {', '.join(engines)} on {len(items)} instances (union per image)",
+          file=sys.stderr)
+    try:
+        results = evaluate_auto(engines, items)
+    except ValueError as exc:
+        print(f"annotator eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_auto_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

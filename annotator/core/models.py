@@ -2,8 +2,9 @@
 entry's state in a models folder, and a download into that folder.
 
 The router takes, per engine, the first installed catalogue entry (they run small to
-large); `model_statuses` marks that one as in use, so the picker says which file an
-engine will load after a restart.
+large; an engine with several frozen files of its own takes one of each arch);
+`model_statuses` marks that one as in use, so the picker says which file an engine will
+load after a restart.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from engines import manifest
 from engines.files import (CatalogueError, ModelEntry, Progress, is_installed,
                                      load_catalogue, model_path, models_dir)
 from engines.files import DownloadError, download
@@ -46,14 +48,17 @@ def model_statuses(directory: str | Path | None = None,
     the models folder `directory` (None: $ANNOTATOR_MODELS_DIR or the user data dir)."""
     entries = list(load_catalogue() if entries is None else entries)
     folder = models_dir(directory)
-    engines_in_use: set[str] = set()
+    engines_in_use: set = set()
     rows = []
     for entry in entries:
         path = model_path(entry, folder)
         installed = is_installed(entry, folder)
-        in_use = installed and entry.engine not in engines_in_use
+        # an engine that loads several files of its own (pmg-sam) uses one of each arch
+        info = manifest.get(entry.engine)
+        role = (entry.engine, entry.arch) if info is not None and info.backbone_files else entry.engine
+        in_use = installed and role not in engines_in_use
         if in_use:
-            engines_in_use.add(entry.engine)
+            engines_in_use.add(role)
         rows.append(ModelStatus(entry, path, installed, in_use,
                                 0 if installed else _size(partial_path(path))))
     return rows

@@ -29,6 +29,9 @@ from engines import manifest
 
 POLL_MS = 200
 BACKBONE_ENGINES = manifest.plugin_host_engines()      # what a plugin sits on
+# (engine, arch) of the catalogued frozen file an engine's own plugin pairs with (pmg-sam)
+OWN_BACKBONES = {(info.name, info.backbone_files[0]) for info in manifest.ENGINES
+                 if info.backbone_files}
 SHORTCUT = "Ctrl+Shift+T"
 
 
@@ -134,14 +137,16 @@ class TrainDialog(QDialog):
     # -- inputs
 
     def refresh_backbones(self, pinned: dict[str, str] | None = None) -> None:
-        """Installed SAM / SAM 2 checkpoints (and files pinned or browsed to)."""
+        """Installed SAM / SAM 2 checkpoints, the Hiera file of an engine with frozen
+        files of its own (pmg-sam), and files pinned or browsed to."""
         keep = self.backbone.currentData()
         try:
             statuses = model_statuses(self.directory, self.entries)
         except CatalogueError:
             statuses = []
         files = [(st.entry.name, str(st.path)) for st in statuses
-                 if st.installed and st.entry.engine in BACKBONE_ENGINES]
+                 if st.installed and (st.entry.engine in BACKBONE_ENGINES
+                                      or (st.entry.engine, st.entry.arch) in OWN_BACKBONES)]
         files += [(f"{engine}: {Path(p).name}", p) for engine, p in (pinned or {}).items()
                   if engine in BACKBONE_ENGINES]
         files += [(self.backbone.itemText(i), self.backbone.itemData(i))

@@ -25,10 +25,18 @@ from engines.pmg_sam.model import (
 )
 from engines.pmg_sam.neck import FpnNeck
 from engines.pmg_sam.options import PmgOptions
-from engines.pmg_sam.preprocess import prepare, restore
+from engines.pmg_sam.preprocess import prepare, resized_shape, restore
 from engines.pmg_sam.tiny import TinyHiera, TinyU2, tiny_pmg_sam
 from engines.pmg_sam.u2net import U2NetEncoder, load_u2net_encoder, official_layout
-from engines.pmg_sam.weights import ENGINE, backbone_arch, find_plugin, save_pmg_plugin
+from engines.pmg_sam.weights import (
+           ENGINE,
+           U2NET_FILE,
+           backbone_arch,
+           check_backbones,
+           find_plugin,
+           plugin_architecture,
+           save_pmg_plugin,
+)
 
 __all__ = [
            "BAIM",
@@ -36,6 +44,7 @@ __all__ = [
            "ENGINE",
            "HIERA_B_PLUS",
            "SRB",
+           "U2NET_FILE",
            "FeatRefiner",
            "FpnNeck",
            "Fusion",
@@ -54,6 +63,7 @@ __all__ = [
            "U2NetEncoder",
            "backbone_arch",
            "build_timm_hiera",
+           "check_backbones",
            "count_parameters",
            "find_plugin",
            "head_parameter_breakdown",
@@ -61,7 +71,9 @@ __all__ = [
            "load_hiera_branch",
            "load_u2net_encoder",
            "official_layout",
+           "plugin_architecture",
            "prepare",
+           "resized_shape",
            "restore",
            "sam_init_state",
            "save_pmg_plugin",

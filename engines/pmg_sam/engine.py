@@ -31,6 +31,7 @@ from engines.pmg_sam.u2net import load_u2net_encoder
 from engines.pmg_sam.weights import (
     ENGINE,
     U2NET_FILE,
+    check_backbones,
     find_plugin,
     plugin_architecture,
     train_hint,
@@ -80,14 +81,7 @@ class PmgSamEngine:
         cfg, spec = plugin_architecture(record, plugin)
         if arch is not None and arch not in (spec.variant, record.get("backbone_arch")):
             raise CheckpointError(f"plugin {plugin} was trained for Hiera {spec.variant!r}, not {arch!r}")
-        hiera_id, u2_id = checkpoint_identity(path), checkpoint_identity(u2net)
-        for role, file, ident, key in (("Hiera", path, hiera_id, "backbone_checkpoint"),
-                                       ("U²-Net", u2net, u2_id, "u2net_checkpoint")):
-            if record.get(key) != ident:
-                raise CheckpointError(
-                    f"plugin {plugin} was trained for another backbone: its {role} file had identity "
-                    f"{record.get(key)}, but {file} has {ident}; a plugin only makes sense on the "
-                    f"frozen weights it was trained with ({train_hint(path)})")
+        hiera_id, u2_id = check_backbones(record, plugin, path, u2net)
         from engines.files.plugins import load_plugin
         state, _ = load_plugin(plugin, engine=ENGINE, backbone_arch=str(record["backbone_arch"]),
                                backbone_checkpoint=hiera_id)

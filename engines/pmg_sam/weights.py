@@ -72,6 +72,21 @@ def plugin_architecture(record: Mapping[str, Any], path: str | Path) -> tuple[Pm
     return cfg, spec
 
 
+def check_backbones(record: Mapping[str, Any], plugin: str | Path, hiera_path: str | Path,
+                    u2net_path: str | Path) -> tuple[str, str]:
+    """The two frozen files' identities, if they are the ones the plugin was trained on;
+    otherwise one CheckpointError saying which file differs."""
+    hiera_id, u2_id = checkpoint_identity(hiera_path), checkpoint_identity(u2net_path)
+    for role, file, ident, key in (("Hiera", hiera_path, hiera_id, "backbone_checkpoint"),
+                                   ("U²-Net", u2net_path, u2_id, "u2net_checkpoint")):
+        if record.get(key) != ident:
+            raise CheckpointError(
+                f"plugin {plugin} was trained for another backbone: its {role} file had identity "
+                f"{record.get(key)}, but {file} has {ident}; a plugin only makes sense on the "
+                f"frozen weights it was trained with ({train_hint(hiera_path)})")
+    return hiera_id, u2_id
+
+
 def find_plugin(backbone: str | Path, directories: list[str | Path] | None = None) -> Path | None:
     """The newest pmg-sam plugin trained on this very Hiera file, looked for in
     `directories` (default: the file's folder, its `plugins/` and `plugins/pmg-sam/`)."""

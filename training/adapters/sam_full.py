@@ -74,7 +74,7 @@ class SamFullAdapter(HostGeometry, PluginAdapter):
                              {"candidates": torch.cat(cands), "candidate_iou": torch.cat(cand_ious),
                               "ambiguous": torch.tensor(ambiguous)})
 
-    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn) -> torch.Tensor:
+    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn, frames=None) -> torch.Tensor:
         """Per item: the single-mask loss, or for a single click the best of the three
         candidates; plus the IoU head's MSE against each trained output's real IoU."""
         from ..losses import iou_mse

@@ -17,20 +17,23 @@ from engines.types import CheckpointError, EngineError
 SHIPPED = Path(__file__).resolve().parents[3] / "resources" / "models.json"
 ARCH_ORDER = {"sam": ["vit_b", "vit_l", "vit_h"],
               "sam2": ["hiera_t", "hiera_s", "hiera_b+", "hiera_l"],
-              "hq-sam": ["vit_tiny", "vit_b", "vit_l", "vit_h"]}
+              "hq-sam": ["vit_tiny", "vit_b", "vit_l", "vit_h"],
+              "pmg-sam": ["hiera_b+", "u2net"]}     # two frozen files, both needed
 
 
 # --- the shipped catalogue ------------------------------------------------------------------
 
 def test_shipped_catalogue_is_well_formed():
     entries = catalogue.load_catalogue()
-    assert len(entries) == 11
+    assert len(entries) == 13
     assert len({e.name for e in entries}) == len(entries)
     assert len({e.filename for e in entries}) == len(entries)
     for e in entries:
-        assert e.url.startswith("https://") and e.url.endswith("/" + e.filename), e.name
-        assert e.engine in {"sam", "sam2", "hq-sam"}
-        assert e.license == "Apache-2.0" and e.description
+        assert e.url.startswith("https://"), e.name
+        if e.engine != "pmg-sam":      # its publishers' addresses name no file (see below)
+            assert e.url.endswith("/" + e.filename), e.name
+        assert e.engine in {"sam", "sam2", "hq-sam", "pmg-sam"}
+        assert e.license in ("Apache-2.0", "CC-BY-NC-4.0") and e.description
         assert e.size is None or e.size > 10_000_000
         if e.size is None or not e.has_hash:
             assert e.note, f"{e.name}: a missing size or hash must be explained"
@@ -54,6 +57,15 @@ def test_shipped_urls_and_hashes_follow_the_publishers():
             assert e.url.startswith("https://dl.fbaipublicfiles.com/segment_anything_2/092824/")
         if e.engine == "hq-sam":
             assert e.url.startswith("https://huggingface.co/lkeab/hq-sam/resolve/main/")
+    # PMG-SAM's frozen branches: timm's hub file, and the Google Drive file the U-2-Net
+    # README links (neither publisher gives an exact size or a hash: the notes say so)
+    hiera, u2net = entries["pmg-sam-hiera-b+"], entries["pmg-sam-u2net"]
+    assert hiera.url == "https://huggingface.co/timm/hiera_base_plus_224.mae/resolve/main/model.safetensors"
+    assert hiera.filename.endswith(".safetensors") and hiera.license == "CC-BY-NC-4.0"
+    assert u2net.filename == "u2net.pth" and "1ao1ovG1Qtx4b7EoskHXmi2E9rp5CHLcZ" in u2net.url
+    assert "176" in u2net.description and u2net.license == "Apache-2.0"
+    for e in (hiera, u2net):
+        assert e.size is None and not e.has_hash and "unverified" in e.note
 
 
 def test_sam2_configs_exist_in_the_installed_sam2_package():
@@ -226,7 +238,9 @@ def test_cli_list_and_path_use_flag_over_env(tmp_path, monkeypatch, capsys, main
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert len(out.strip().splitlines()) == 1 + 11 + 1
+    assert len(out.strip().splitlines()) == 1 + 13 + 1
+    assert re.search(r"pmg-sam-hiera-b\+\s+pmg-sam\s+hiera_b\+\s+\?\s+no\s+.*hiera_base_plus_224.mae.safetensors", out)
+    assert re.search(r"pmg-sam-u2net\s+pmg-sam\s+u2net\s+\?\s+no\s+.*u2net.pth", out)
     assert re.search(r"sam2.1-hiera-t\s+sam2\s+hiera_t\s+156\s+yes", out)
     assert re.search(r"sam-vit-h\s+sam\s+vit_h\s+2565\s+no", out)
     assert re.search(r"hq-sam-vit-b\s+hq-sam\s+vit_b\s+\?\s+no", out)

@@ -230,7 +230,7 @@ def test_missing_files_and_a_wrong_u2net_file_through_the_engine(files, tmp_path
 
 def test_the_router_routes_auto_to_pmg_sam_when_its_files_are_pinned(files, tmp_path):
     from engines.router import Router
-    with pytest.raises(Exception, match="pmg-sam: no trained plugin with its backbone"):
+    with pytest.raises(Exception, match="pmg-sam: backbone file missing"):
         Router(models_dir=tmp_path).route("auto")             # nothing installed: skipped, named
     plugin, _ = _plugin(files, tmp_path / "routed.safetensors", seed=5)
     router = Router(models_dir=tmp_path, device="cpu", checkpoints={"pmg-sam": files["hiera"]},
