@@ -60,6 +60,10 @@ ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo("pmg-sam", frozenset({"auto"}), "engines.pmg_sam", "PmgSamEngine",
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
                "and a trained Pre-Mask-guided decoder (plugin)", plugin_required=True),
+    EngineInfo("ip-sam", frozenset({"auto"}), "engines.ip_sam", "IpSamEngine",
+               "IP-SAM: camouflaged and medical targets with no prompt, from SAM 2 with a trained "
+               "self-prompt plugin (LoRA + heads) through its own prompt encoder",
+               plugin_hosts=("sam2",), plugin_required=True),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
