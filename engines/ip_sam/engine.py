@@ -5,7 +5,7 @@ refinement give one probability map; its connected components above 0.5 are the
 instances.
 
 `embed` runs the whole network and keeps only the low-res logits (final, coarse and the
-positive self-prompt M_pos): a few hundred KB a image. Its backbone key is IP-SAM's own
+positive self-prompt M_pos): under 1 MB an image at full size. Its backbone key is IP-SAM's own
 (`ip-sam:<arch>:<SAM 2 file>:<plugin>`): the LoRA changes the encoder, so an IP-SAM
 embedding is never mistaken for a plain SAM 2 one. `propose` turns the map into
 instances at the original size (engines/auto/maps.py: threshold, 8-connected components,
@@ -80,10 +80,12 @@ class IpSamEngine:
         if record.get("engine") != ENGINE:
             raise CheckpointError(f"plugin {plugin} is a {record.get('engine')!r} plugin, not {ENGINE!r}")
         cfg = plugin_config(record, plugin)
-        file_arch = sam2_arch_of(peek_state_dict(path, expected="SAM 2.1"))
+        shapes = peek_state_dict(path, expected="SAM 2.1")      # memory-mapped: shapes only
+        file_arch = sam2_arch_of(shapes)
         if file_arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint, which ip-sam needs: "
-                                  f"it looks like {describe_checkpoint(peek_state_dict(path, 'SAM 2.1'))}")
+                                  f"it looks like {describe_checkpoint(shapes)}")
+        del shapes
         if arch is not None and arch not in (file_arch, backbone_arch(file_arch)):
             raise CheckpointError(f"checkpoint {path} is a SAM 2.1 {file_arch}, not {arch!r}")
         if record.get("backbone_arch") != backbone_arch(file_arch):
