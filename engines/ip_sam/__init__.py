@@ -9,7 +9,13 @@ probability map, whose connected components are the proposed instances. 21.2 M
 trainable parameters on Hiera-L (the plugin: LoRA + heads), bound to the SAM 2
 checkpoint it was trained on. `IpSamEngine.from_checkpoint(sam2_file, plugin=...)`
 builds it."""
-from engines.ip_sam.backbone import Sam2Preprocess, build_sam2, meta_parameters, meta_sam2, sam2_arch_of
+from engines.ip_sam.backbone import (
+    Sam2Preprocess,
+    build_sam2,
+    meta_parameters,
+    meta_sam2,
+    sam2_arch_of,
+)
 from engines.ip_sam.config import IpSamConfig
 from engines.ip_sam.decoder import TaskDecoder
 from engines.ip_sam.engine import IpSamEngine

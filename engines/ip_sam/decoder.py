@@ -8,6 +8,10 @@ steps (engines/hosts/decoding.py).
     tokens = cat[iou_token, T_out (or the own mask tokens), S_pos, S_neg]
     hs, src = TwoWay(F + E*, dense PE, tokens)
     masks  = hypernetworks(hs[:, 1:5]) . upscale(src)       (B, 4, 4h, 4w); Y_c = masks[:, 0:1]
+
+With T_out in their place, `mask_tokens` are counted (as the spec's 3,925,728 does) but
+unused, so they get no gradient (DDP needs find_unused_parameters, or leave them out of
+the optimiser); hypernetworks 1-3 get zero gradients, as SAM's do in single-mask training.
 """
 from __future__ import annotations
 

@@ -102,7 +102,10 @@ class IpSamEngine:
         sam2 = build_sam2(file_arch, cfg.image_size)
         load_into(sam2, load_state_dict(path, expected=f"SAM 2.1 {file_arch}"), path,
                   expected=f"SAM 2.1 {file_arch}")
-        model = IpSam.from_sam2(cfg, sam2)
+        try:
+            model = IpSam.from_sam2(cfg, sam2)
+        except ValueError as exc:           # the plugin's shapes do not fit this SAM 2
+            raise CheckpointError(f"plugin {plugin} does not fit checkpoint {path}: {exc}") from None
         if cfg.lora_rank:
             load_lora(model.image_encoder.trunk, lora, plugin)
         elif lora:
@@ -168,7 +171,7 @@ def _read_tensors(plugin: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     try:
         return load_file(str(plugin))
-    except Exception as exc:   # safetensors raises several types on damaged bytes
+    except Exception as exc:  # noqa: BLE001  (safetensors raises several types on damaged bytes)
         raise CheckpointError(f"plugin {plugin} is truncated or damaged: its tensors cannot be read "
                               f"({str(exc)[:160]}); copy or train it again") from None
 

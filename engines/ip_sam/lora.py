@@ -67,7 +67,7 @@ def add_lora(trunk: nn.Module, rank: int, scale: float = 1.0,
     for _, attn, name in lora_targets(trunk, targets):
         layer = getattr(attn, name)
         if isinstance(layer, LoRALinear):
-            raise ValueError("the trunk already has LoRA layers")
+            raise RuntimeError("the trunk already has LoRA layers")  # noqa: TRY004
         lora = LoRALinear(layer, rank, scale)
         setattr(attn, name, lora)
         wrapped.append(lora)

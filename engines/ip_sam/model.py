@@ -107,7 +107,7 @@ class IpSam(nn.Module):
     def parameter_breakdown(self) -> dict[str, int]:
         """Trainable parameters per part (spec §2.7's ledger); shapes only."""
         h, cfg = self.heads, self.cfg
-        count = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())  # noqa: E731
+        count = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())
         return {"lora": lora_parameter_count(self.image_encoder.trunk, cfg.lora_rank, cfg.lora_targets),
                 "spg": count(h.spg), "psg": count(h.psg), "decoder": count(h.decoder),
                 "lateral": count(h.lateral), "refine": count(h.refine)}

@@ -38,7 +38,7 @@ class DenseHead(nn.Module):
         self.out = nn.Conv2d(d, 1, 3, padding=1)
 
     def forward(self, keys: torch.Tensor, side: int) -> torch.Tensor:
-        b, n, d = keys.shape
+        b, _, d = keys.shape
         x = keys.transpose(1, 2).reshape(b, d, side, side)
         x = F.gelu(self.norm(self.conv(x)))
         x = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)

@@ -8,8 +8,21 @@ import torch
 from engines.files.plugins import save_plugin
 from engines.hosts.sam2 import Sam2Engine
 from engines.hosts.tiny import tiny_sam2
-from engines.ip_sam import IpSamEngine, find_plugin, lora_layers, plugin_state, save_ip_plugin, tiny_ip_sam
-from engines.types import CancelledError, CheckpointError, ImageError, OptionsError, Proposer
+from engines.ip_sam import (
+    IpSamEngine,
+    find_plugin,
+    lora_layers,
+    plugin_state,
+    save_ip_plugin,
+    tiny_ip_sam,
+)
+from engines.types import (
+    CancelledError,
+    CheckpointError,
+    ImageError,
+    OptionsError,
+    Proposer,
+)
 
 
 def _trained(seed=0, **overrides):

@@ -3,7 +3,7 @@ merge equality), what is frozen and where gradients flow (through the frozen pro
 encoder), PSG and refinement at init, the ablation switches, determinism and a
 two-step overfit with the spec's loss."""
 import copy
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from engines.ip_sam import IpSamConfig, LoRALinear, ip_sam_loss, lora_layers, ma
 from engines.ip_sam import tiny_ip_sam as build_tiny
 
 
-@lru_cache(maxsize=None)
+@cache
 def _built(items):
     return build_tiny(**dict(items))
 
@@ -202,7 +202,7 @@ def test_ablation_switches(overrides, has):
         assert out.mask_pos is None and out.sparse.shape == (1, 0, 32)
         zero = model.prompt_encoder.mask_downscaling(torch.zeros(1, 1, 32, 32))
         assert torch.equal(out.e_star, zero)
-        loss, parts = ip_sam_loss(out, _target())
+        _, parts = ip_sam_loss(out, _target())
         assert set(parts) == {"coarse", "refined"}
     if overrides.get("lora_rank") == 0:
         assert not model.lora_parameters() and not lora_layers(model.image_encoder.trunk)
