@@ -22,6 +22,9 @@ def read_plugin_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
     except Exception as exc:   # safetensors raises several types on foreign bytes
+        cut = _truncation(path)
+        if cut:
+            raise CheckpointError(f"plugin {path} is truncated: {cut}; copy or train it again") from None
         raise CheckpointError(f"plugin {path} is not a safetensors file ({str(exc)[:160]})") from None
     if HEADER_KEY not in header:
         raise CheckpointError(f"plugin {path} has no {HEADER_KEY!r} metadata: it was not "
@@ -34,3 +37,28 @@ def read_plugin_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"plugin {path} has format {record.get('format')!r}; this version "
                               f"reads format {FORMAT}")
     return record
+
+
+def _truncation(path: Path) -> str | None:
+    """What is missing when a safetensors file was cut short (its own header says how
+    long it is), or None when the bytes are not a cut safetensors file at all."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        n = int.from_bytes(head, "little")
+        if n > 100_000_000:          # not a header length: foreign bytes
+            return None
+        if 8 + n > size:
+            return f"it has {size} bytes, its header alone needs {8 + n}"
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    if not isinstance(header, dict):
+        return None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
+    need = 8 + n + max(ends, default=0)
+    return f"it has {size} of the {need} bytes its header describes" if need > size else None

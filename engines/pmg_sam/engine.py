@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
+from engines.auto.maps import map_instances, to_uint8
 from engines.files.checkpoints import checkpoint_identity, load_into
 from engines.files.plugin_meta import read_plugin_metadata
 from engines.pmg_sam.hiera import load_hiera_branch
@@ -127,7 +127,7 @@ class PmgSamEngine:
         prob = torch.sigmoid(restore(emb.features["logits"], emb.input_size, emb.image_size, side))[0, 0]
         premask = torch.sigmoid(restore(emb.features["premask"], emb.input_size, emb.image_size, side))[0, 0]
         prob = prob.numpy()
-        extras = {"premask": _to_uint8(premask.numpy()), "probability": _to_uint8(prob),
+        extras = {"premask": to_uint8(premask.numpy()), "probability": to_uint8(prob),
                   "iou_pred": float(emb.features["iou"].reshape(-1)[0])}
         masks, scores, boxes, areas, found = instances(prob, opts)
         _check(cancel)
@@ -140,29 +140,9 @@ class PmgSamEngine:
 
 def instances(prob: np.ndarray, opts: PmgOptions):
     """(H, W) probabilities -> masks (N, H, W) bool, scores (N,) mean probability, boxes
-    (N, 4) extents, areas (N,), and how many components there were before the filters."""
-    binary = (prob > opts.threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=opts.connectivity)
-    h, w = prob.shape
-    if n <= 1:
-        return (np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
-                np.zeros(0, np.int64), 0)
-    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-    sums = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=n)[1:]
-    scores = (sums / areas).astype(np.float32)
-    ids = np.nonzero(areas >= max(opts.min_area, 1))[0]
-    ids = ids[np.argsort(-scores[ids], kind="stable")]
-    if opts.max_instances:
-        ids = ids[:opts.max_instances]
-    masks = labels[None] == (ids + 1)[:, None, None]
-    x, y = stats[1:, cv2.CC_STAT_LEFT][ids], stats[1:, cv2.CC_STAT_TOP][ids]
-    bw, bh = stats[1:, cv2.CC_STAT_WIDTH][ids], stats[1:, cv2.CC_STAT_HEIGHT][ids]
-    boxes = np.stack([x, y, x + bw, y + bh], 1).astype(np.float32)
-    return masks, scores[ids], boxes, areas[ids], n - 1
-
-
-def _to_uint8(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+    (N, 4) extents, areas (N,), and how many components there were before the filters
+    (engines.auto.maps.map_instances)."""
+    return map_instances(prob, opts)
 
 
 def _check(cancel: Cancel | None) -> None:

@@ -1,0 +1,86 @@
+"""Instances from one probability map, shared by the map proposers (pmg-sam, ip-sam):
+threshold, connected components (4- or 8-connected, a minimum area), score = mean
+probability inside, best first; and the options of such a run, validated into a frozen
+dataclass (one OptionsError naming the option and its range)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engines.types import OptionsError
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    threshold: float = 0.5       # probability above which a pixel is foreground [choice]
+    connectivity: int = 8        # 8- or 4-connected components [choice]
+    min_area: int = 0            # components smaller than this (px) are dropped [paper: none]
+    max_instances: int = 500     # best-scoring components kept (N x H x W masks come back); 0: all
+
+    def updated(self, options: Mapping[str, Any] | None):
+        if options is None:
+            return self
+        if not isinstance(options, Mapping):
+            raise OptionsError(f"options must be a mapping of names to values, got "
+                               f"{type(options).__name__}")
+        known = {f.name: f.type for f in fields(self)}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise OptionsError(f"unknown option(s) {', '.join(map(str, unknown))}; known: "
+                               f"{', '.join(known)}")
+        values = {k: _number(k, v, known[k] == "int") for k, v in options.items()}
+        return replace(self, **values).checked()
+
+    def checked(self):
+        if not 0.0 < self.threshold < 1.0:
+            raise OptionsError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold:g}")
+        if self.connectivity not in (4, 8):
+            raise OptionsError(f"connectivity must be 4 or 8, got {self.connectivity}")
+        if self.min_area < 0:
+            raise OptionsError(f"min_area must be an integer >= 0, got {self.min_area}")
+        if self.max_instances < 0:
+            raise OptionsError(f"max_instances must be an integer >= 0 (0: all), got {self.max_instances}")
+        return self
+
+
+def _number(name: str, value: Any, integer: bool) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionsError(f"{name} must be a finite number, got {value!r}")
+    if integer:
+        if value != int(value):
+            raise OptionsError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def map_instances(prob: np.ndarray, opts: MapOptions):
+    """(H, W) probabilities -> masks (N, H, W) bool, scores (N,) mean probability, boxes
+    (N, 4) extents, areas (N,), and how many components there were before the filters."""
+    binary = (prob > opts.threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=opts.connectivity)
+    h, w = prob.shape
+    if n <= 1:
+        return (np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
+                np.zeros(0, np.int64), 0)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+    sums = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=n)[1:]
+    scores = (sums / areas).astype(np.float32)
+    ids = np.nonzero(areas >= max(opts.min_area, 1))[0]
+    ids = ids[np.argsort(-scores[ids], kind="stable")]
+    if opts.max_instances:
+        ids = ids[:opts.max_instances]
+    masks = labels[None] == (ids + 1)[:, None, None]
+    x, y = stats[1:, cv2.CC_STAT_LEFT][ids], stats[1:, cv2.CC_STAT_TOP][ids]
+    bw, bh = stats[1:, cv2.CC_STAT_WIDTH][ids], stats[1:, cv2.CC_STAT_HEIGHT][ids]
+    boxes = np.stack([x, y, x + bw, y + bh], 1).astype(np.float32)
+    return masks, scores[ids], boxes, areas[ids], n - 1
+
+
+def to_uint8(p: np.ndarray) -> np.ndarray:
+    """A [0, 1] map as uint8 (p x 255, rounded): how proposers hand maps to the window."""
+    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
