@@ -24,6 +24,7 @@ from annotator.ui.canvas import Canvas
 from annotator.ui.category_panel import CategoryPanel, category_color
 from annotator.ui.detail_slider import DetailSlider
 from annotator.ui.export_dialog import ExportDialog
+from annotator.ui.history import History
 from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
@@ -54,7 +55,6 @@ class MainWindow(QMainWindow):
         self.train_dialog = None            # File > Train…, made on first use
         self.autolabel_dialog = None        # File > Auto-label images…, made on first use
         self.settings = settings
-        self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
         self.image_id: int | None = None
         self.crops = CropCache()             # RLE -> cropped mask: instances and candidates
@@ -69,6 +69,7 @@ class MainWindow(QMainWindow):
         self.session = self._new_session() if session_factory else None
         self.canvas = Canvas(self)
         self.labeler = Labeler(self.session, self.canvas, self)
+        self.history = History(self)        # undo/redo: the prompt, then this image's
         self.bridge.connect_to(self.labeler.on_event)
         self.review = Review(self)
         self.bridge.connect_to(self.review.on_event)
@@ -91,7 +92,7 @@ class MainWindow(QMainWindow):
         self._connect()
 
         self._unsubscribe = project.subscribe(self._on_store_event)
-        self.stack.add_listener(self._update_undo_actions)
+        self.labeler.prompt_changed.connect(self._update_undo_actions)
         self.classes.set_categories(project.categories())
         self.images.set_images(project.images(), project.counts_per_image(),
                                project.pending_counts())
@@ -196,6 +197,7 @@ class MainWindow(QMainWindow):
             self.canvas.clear_image()
             self.labeler.close_image()
             self.image_id = None
+            self._update_undo_actions()
             return
         self.image_id = image_id
         self.canvas.set_image(rgb)
@@ -210,6 +212,7 @@ class MainWindow(QMainWindow):
                                for i in self.images.following(image_id, self.prefetch_count)])
         self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}"
                             f"{self._title_suffix}")
+        self._update_undo_actions()
 
     def step_image(self, step: int) -> None:
         target = self.images.neighbour(self.image_id, step)
@@ -317,37 +320,26 @@ class MainWindow(QMainWindow):
         if ids and category is not None:
             self._push(cmd.ChangeCategory(ids, category))
 
+    @property
+    def stack(self) -> cmd.CommandStack:
+        """The current image's history (history.py: one stack per image)."""
+        return self.history.current
+
     def undo(self) -> None:
-        self._run_history(self.stack.undo)
+        self.history.undo()
 
     def redo(self) -> None:
-        self._run_history(self.stack.redo)
-
-    def _run_history(self, step) -> None:
-        try:
-            done = step()
-        except CoreError as exc:
-            self.statusBar().showMessage(str(exc))
-            return
-        if done is not None:
-            self.statusBar().showMessage(f"{'Undid' if step == self.stack.undo else 'Redid'} "
-                                         f"{done.description.lower()}")
-            self._flush()
+        self.history.redo()
 
     def _push(self, command):
-        try:
-            done = self.stack.push(command)
-        except CoreError as exc:
-            self.statusBar().showMessage(f"not done: {exc}")
-            return None
-        self._flush()
+        """Do an undoable command on the current image's history; None when refused."""
+        done = self.history.push(command)
+        if done is not None:
+            self._flush()
         return done
 
     def _update_undo_actions(self) -> None:
-        self.undo_action.setEnabled(self.stack.can_undo)
-        self.redo_action.setEnabled(self.stack.can_redo)
-        self.undo_action.setText(f"Undo {self.stack.undo_text}".strip())
-        self.redo_action.setText(f"Redo {self.stack.redo_text}".strip())
+        self.history.update_actions()
 
     # -- engines
 
