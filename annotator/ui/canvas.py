@@ -99,6 +99,7 @@ class Canvas(QGraphicsView):
         self.click_filter = None    # (x, y) -> True when a plain left click is taken
         self.candidates: CandidateLayer | None = None
         self.image_size: tuple[int, int] | None = None      # (H, W)
+        self.message = ""       # shown instead of an image (empty folder, unreadable file)
 
     # -- content
 
@@ -106,6 +107,7 @@ class Canvas(QGraphicsView):
         """Show a new image; every overlay of the previous one goes."""
         scene = self.scene()
         scene.clear()
+        self.message = ""
         self._instances.clear()
         self._preview = self._rubber = None
         self._markers = []
@@ -117,7 +119,19 @@ class Canvas(QGraphicsView):
         scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
         self.fit()
 
+    def show_message(self, text: str) -> None:
+        """No image: `text` in the middle of the canvas instead (why there is none)."""
+        self.clear_image()
+        self.message = text
+        item = self.scene().addText(text)
+        item.setDefaultTextColor(QColor(220, 220, 220))
+        item.setTextWidth(520)
+        self.resetTransform()
+        self.scene().setSceneRect(item.boundingRect().adjusted(-20, -20, 20, 20))
+        self.centerOn(item)
+
     def clear_image(self) -> None:
+        self.message = ""
         self.scene().clear()
         self._instances.clear()
         self._image_item = self._preview = self._rubber = None

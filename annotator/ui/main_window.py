@@ -34,8 +34,8 @@ from annotator.ui.review import Review
 from annotator.ui.targets import Target, annotation
 from annotator.ui.actions import install_actions
 from annotator.ui.model_choice import make_session
+from annotator.ui.opening import DropFilter, empty_message, opener_of
 from annotator.ui.settings import read_bool, read_int, read_model_choice, write_model_choice
-from annotator.ui.train_dialog import install_train_action
 from annotator.ui.widgets import PromptField
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         self.model_dialog = None            # File > Models…, made on first use
         self.train_dialog = None            # File > Train…, made on first use
         self.autolabel_dialog = None        # File > Auto-label images…, made on first use
+        self.opener = None                  # opening.Opener: File > Open…, Recent, drops
         self.settings = settings
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
         self.image_id: int | None = None
@@ -88,7 +89,6 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status()
         install_actions(self)
-        install_train_action(self)
         self._connect()
 
         self._unsubscribe = project.subscribe(self._on_store_event)
@@ -102,6 +102,10 @@ class MainWindow(QMainWindow):
         ids = self.images.image_ids
         if ids:
             self.show_image(first if first in ids else ids[0])
+        else:
+            self.canvas.show_message(empty_message(project))
+        DropFilter(self, lambda paths: opener_of(self).open_dropped(paths),
+                   also=[self.canvas.viewport()])
         self.canvas.setFocus()
 
     # -- layout
@@ -194,7 +198,7 @@ class MainWindow(QMainWindow):
             rgb = load_image(self.project.image_root / rec.file_name)
         except CoreError as exc:
             self.statusBar().showMessage(str(exc))
-            self.canvas.clear_image()
+            self.canvas.show_message(f"This image cannot be shown.\n\n{exc}")
             self.labeler.close_image()
             self.image_id = None
             self._update_undo_actions()
@@ -438,6 +442,8 @@ class MainWindow(QMainWindow):
                                        self.project.pending_counts())
                 if self.image_id is not None:
                     self.images.select(self.image_id)
+                elif self.images.image_ids and self.canvas.image_size is None:
+                    self.show_image(self.images.image_ids[0])   # the first ones arrived
             dirty.add("counts")
         if "counts" in dirty or touched:
             counts = self.project.counts_per_image()
