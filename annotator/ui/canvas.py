@@ -4,8 +4,8 @@ It draws the image, the accepted instances (one tinted pixmap per instance, crop
 box), the preview mask and the prompt markers, and turns gestures into signals in image
 coordinates: left click = object point, right click or Shift+left = background point,
 left drag = box, Ctrl+left = pick the instance under the cursor. Pending candidates are
-drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (the
-review selecting a candidate) before it becomes a point. Wheel zooms at the cursor;
+drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (selecting
+a candidate or an instance, picking.py) before it becomes a point. Wheel zooms at the cursor;
 middle drag or Space+left drag pans.
 """
 from __future__ import annotations

@@ -29,6 +29,7 @@ from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
 from annotator.ui.mask_cache import CropCache
+from annotator.ui import picking
 from annotator.ui.polygon_edit import PolygonEditor
 from annotator.ui.review import Review
 from annotator.ui.targets import Target, annotation
@@ -74,7 +75,7 @@ class MainWindow(QMainWindow):
         self.bridge.connect_to(self.labeler.on_event)
         self.review = Review(self)
         self.bridge.connect_to(self.review.on_event)
-        self.canvas.click_filter = self.review.click
+        self.canvas.click_filter = lambda x, y: picking.plain_click(self, x, y)
         self.brush = BrushTool(project, self.canvas, self._edit_targets,
                                self._target_color, self._push, self._redraw_all, self)
         self.polygons = PolygonEditor(self.canvas, self._push, self)
@@ -125,8 +126,10 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         self.addToolBar(bar)
         self.toolbar = bar
-        hint = QLabel("  Left click: object · Right/Shift click: background · Drag: box · "
-                      "Enter: accept · Esc: clear  ", self)
+        hint = QLabel("  Click: object · Right click: background · Drag: box · Enter: "
+                      "accept · Esc: clear · F1: keys  ", self)
+        hint.setToolTip("with no prompt, a click on an instance or a candidate selects it; "
+                        "Shift+click is a background point too")
         hint.setStyleSheet("color: gray")
         bar.addWidget(hint)
         bar.addSeparator()
@@ -142,7 +145,8 @@ class MainWindow(QMainWindow):
         self.review.update_auto()
         self.fine_edges = QCheckBox("Fine edges", self)
         self.fine_edges.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.fine_edges.setToolTip("prefer the boundary engine (hq-sam) when installed")
+        self.fine_edges.setToolTip("sharper mask edges: use the fine-edge model (hq-sam) "
+                                   "when it is installed (File ▸ Models…)")
         bar.addWidget(self.fine_edges)
         bar.addSeparator()
         self.detail = DetailSlider(self)
@@ -178,7 +182,7 @@ class MainWindow(QMainWindow):
         self.instances.visibility_changed.connect(lambda _i, _v: self._redraw_instances())
         self.instances.delete_requested.connect(self.delete_instances)
         self.instances.reclass_requested.connect(self.reclass_instances)
-        self.canvas.pick_requested.connect(self._pick_instance)
+        self.canvas.pick_requested.connect(lambda x, y: picking.ctrl_click(self, x, y))
         self.labeler.status.connect(lambda text: self.statusBar().showMessage(text))
         self.brush.status.connect(lambda text: self.statusBar().showMessage(text))
         self.polygons.status.connect(lambda text: self.statusBar().showMessage(text))
@@ -517,16 +521,6 @@ class MainWindow(QMainWindow):
             self.review.select(None)       # one selection at a time: instance or candidate
         if not self._refreshing:
             self._redraw_instances()
-
-    def _pick_instance(self, x: float, y: float) -> None:
-        if self.image_id is None or self.review.pick(x, y):
-            return
-        for ann in reversed(self.project.annotations(self.image_id)):   # topmost first
-            crop = self.crops.get(ann.rle)
-            if crop is not None and crop.contains(x, y):
-                self.instances.select([ann.id])
-                return
-        self.instances.select([])
 
     def _class_changed(self, *_args) -> None:
         self.labeler.set_preview_color(category_color(self.classes.current))
