@@ -59,8 +59,10 @@ ACTIONS: tuple[Act, ...] = (
     Act("File", "Restart engines", (), lambda w: w.reload_engines()),
     Act("File", "Quit", ("Ctrl+Q",), lambda w: w.close(), start=True, separator=True),
 
-    Act("Edit", "Undo", ("Ctrl+Z",), lambda w: w.undo(), name="undo_action"),
-    Act("Edit", "Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), lambda w: w.redo(), name="redo_action"),
+    Act("Edit", "Undo (while prompting: the last point or box; else this image's last step)",
+        ("Ctrl+Z",), lambda w: w.undo(), name="undo_action"),
+    Act("Edit", "Redo (put that point, box or step back)", ("Ctrl+Shift+Z", "Ctrl+Y"),
+        lambda w: w.redo(), name="redo_action"),
     Act("Edit", "Accept mask (or the selected candidate)", ("Return", "Enter"),
         lambda w: w.accept_preview(), separator=True),
     Act("Edit", "Clear prompt / leave brush", ("Esc",), lambda w: w.escape()),

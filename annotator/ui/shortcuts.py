@@ -33,6 +33,7 @@ class ShortcutSheet(QDialog):
         self.table = QTableWidget(len(self.rows), 3, self)
         self.table.setHorizontalHeaderLabels(["Keys", "Does", "Menu"])
         self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
