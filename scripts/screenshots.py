@@ -8,7 +8,8 @@ window (`annotator gui`'s session factory with the classic engine: an empty mode
 a temporary project and settings), then drives it with real mouse and key events: a click
 on the coffee cup and its preview, accepting it as class "cup", boxes around the cat's eyes
 (accepted as "eye") and its nose (left as a preview) on another image, and the instance
-list. Each step's window is saved with `QWidget.grab()`.
+list; then Help ▸ Keyboard shortcuts and, after File ▸ Close project, the start page.
+Each step's window is saved with `QWidget.grab()`.
 """
 from __future__ import annotations
 
@@ -133,6 +134,15 @@ class Session:
         wait_for(lambda: self.w.canvas.preview_shown, "the preview")
         settle()
 
+    def shot_of(self, widget, name: str) -> Path:
+        """Save another top-level widget (a dialog, the start window)."""
+        path = self.out / name
+        if not widget.grab().save(str(path)):
+            raise SystemExit(f"screenshots: could not write {path}")
+        self.saved.append(path)
+        print(f"saved {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        return path
+
     def shot(self, name: str) -> Path:
         settle()
         path = self.out / name
@@ -185,10 +195,26 @@ def run_session(out: Path, work: Path) -> list[Path]:
         s.drag(230, 215, 300, 275)                          # ... its box, left as a preview
         window.instances.select(window.canvas.instance_ids[1:2])
         s.shot("03-box-and-instances.png")
+
+        from annotator.ui.shortcuts import show_shortcuts     # Help > Keyboard shortcuts (F1)
+        sheet = show_shortcuts(window)
+        sheet.resize(760, 680)
+        settle()
+        s.shot_of(sheet, "04-shortcut-sheet.png")
+        sheet.close()
+        window.opener.close_project()                       # File > Close project: start page
+        start = window.opener.window
+        start.resize(*WINDOW_SIZE)
+        start.start_page.set_message("")
+        settle()
+        s.shot_of(start, "05-start-page.png")
         return s.saved
     finally:
         window.shutdown()
         window.close()
+        opener = getattr(window, "opener", None)
+        if opener is not None and opener.window is not None:
+            opener.window.close()
 
 
 def main(argv=None) -> int:

@@ -111,40 +111,28 @@ def run(target, *, session_factory=None, settings_path=None, exec_loop: bool = T
     return the exit code, else return the window (tests drive it). `models_dir` is where
     the model picker looks and downloads (None: $ANNOTATOR_MODELS_DIR or the default).
     `on_in_use(error) -> "read-only" | "take-over" | "cancel"` decides what to do with a
-    project another window has open (default: ask with ProjectInUseDialog); cancel
-    returns exit status 2, or None without `exec_loop`."""
-    from PySide6.QtWidgets import QApplication, QMessageBox
+    project another window has open (default: ask with ProjectInUseDialog).
 
-    from annotator.ui.main_window import MainWindow
-    from annotator.ui.project_in_use import ask_how_to_open
+    A target that cannot be opened (or a cancelled question) never ends the program: the
+    start page opens with the reason, which is also printed as one line on stderr, and
+    the exit status is 2 when nothing was ever opened before the window closed."""
+    from PySide6.QtWidgets import QApplication
+
+    from annotator.ui.opening import Opener, report, run_loop
     from annotator.ui.settings import open_settings
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("annotator")
     app.setOrganizationName("sam-annotator")
-    skipped: list[tuple[str, str]] = []
-    try:
-        project = _open_asking(target, on_in_use or ask_how_to_open, skipped)
-    except CoreError as exc:
-        if not exec_loop:
-            raise
-        QMessageBox.critical(None, "Cannot open", str(exc))
-        print(f"annotator gui: error: {exc}", file=sys.stderr)
-        return 2
-    if project is None:
-        print("annotator gui: the project is in use elsewhere; not opened", file=sys.stderr)
-        return 2 if exec_loop else None
-    for name, why in skipped:
-        print(f"annotator gui: skipped {name}: {why}", file=sys.stderr)
-    window = MainWindow(project, session_factory, open_settings(settings_path),
-                        models_dir=models_dir)
-    if skipped:
-        window.statusBar().showMessage(f"skipped {len(skipped)} file(s); {skipped[0][0]}: "
-                                       f"{skipped[0][1]}")
-    window.show()
+    opener = Opener(session_factory, open_settings(settings_path), models_dir=models_dir,
+                    on_in_use=on_in_use)
+    if not opener.open(target):
+        report(opener.window.start_page.message.text())
+    window = opener.window
     if not exec_loop:
         return window
-    return app.exec()
+    code = run_loop(app)
+    return code if opener.opened_any else 2
 
 
 def main(argv: Sequence[str] | None = None, *, session_factory=None) -> int:

@@ -4,8 +4,8 @@ It draws the image, the accepted instances (one tinted pixmap per instance, crop
 box), the preview mask and the prompt markers, and turns gestures into signals in image
 coordinates: left click = object point, right click or Shift+left = background point,
 left drag = box, Ctrl+left = pick the instance under the cursor. Pending candidates are
-drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (the
-review selecting a candidate) before it becomes a point. Wheel zooms at the cursor;
+drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (selecting
+a candidate or an instance, picking.py) before it becomes a point. Wheel zooms at the cursor;
 middle drag or Space+left drag pans.
 """
 from __future__ import annotations
@@ -99,6 +99,7 @@ class Canvas(QGraphicsView):
         self.click_filter = None    # (x, y) -> True when a plain left click is taken
         self.candidates: CandidateLayer | None = None
         self.image_size: tuple[int, int] | None = None      # (H, W)
+        self.message = ""       # shown instead of an image (empty folder, unreadable file)
 
     # -- content
 
@@ -106,6 +107,7 @@ class Canvas(QGraphicsView):
         """Show a new image; every overlay of the previous one goes."""
         scene = self.scene()
         scene.clear()
+        self.message = ""
         self._instances.clear()
         self._preview = self._rubber = None
         self._markers = []
@@ -117,7 +119,19 @@ class Canvas(QGraphicsView):
         scene.setSceneRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
         self.fit()
 
+    def show_message(self, text: str) -> None:
+        """No image: `text` in the middle of the canvas instead (why there is none)."""
+        self.clear_image()
+        self.message = text
+        item = self.scene().addText(text)
+        item.setDefaultTextColor(QColor(220, 220, 220))
+        item.setTextWidth(520)
+        self.resetTransform()
+        self.scene().setSceneRect(item.boundingRect().adjusted(-20, -20, 20, 20))
+        self.centerOn(item)
+
     def clear_image(self) -> None:
+        self.message = ""
         self.scene().clear()
         self._instances.clear()
         self._image_item = self._preview = self._rubber = None

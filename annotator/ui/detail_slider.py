@@ -8,11 +8,11 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
 STEP_PX = 0.5          # one slider step, in image pixels
 MAX_STEPS = 20         # up to 10 px: coarser than that is rarely an outline worth editing
 
-TOOLTIP = ("Polygon tolerance (Douglas-Peucker, image pixels) of the outline shown for the "
-           "selected instance. Moving it never changes the mask; editing a vertex replaces "
-           "the mask by the raster of the edited polygon, so at a coarse tolerance the edit "
-           "also smooths the whole outline (lower it first for a local change). "
-           "Keys: , coarser · . finer")
+TOOLTIP = ("How closely the outline you edit follows the mask: to the left, exact (a "
+           "handle at every corner of the mask); to the right, fewer handles, easier to "
+           "drag. Moving it never changes the mask. Editing a handle redraws the whole "
+           "outline at this detail, so for a small local fix move it left first. "
+           "Keys: , fewer handles · . more handles")
 
 
 class DetailSlider(QWidget):

@@ -86,6 +86,25 @@ class Labeler(QObject):
         self.prompt.reset(self.image_id)
         self._redraw()
 
+    def undo_step(self) -> str | None:
+        """Ctrl+Z while prompting: drop the last point (or the box); None when the
+        prompt has no step to take back."""
+        return self._step_back(self.prompt.undo_step())
+
+    def redo_step(self) -> str | None:
+        """Ctrl+Shift+Z: put the point (or box) back."""
+        return self._step_back(self.prompt.redo_step())
+
+    def _step_back(self, done: tuple[str, bool] | None) -> str | None:
+        if done is None:
+            return None
+        kind, settled = done
+        if settled or self.prompt.is_empty:
+            self._redraw()
+        else:
+            self._send()                 # its answer had not arrived: ask again
+        return kind
+
     def cycle_candidate(self) -> bool:
         if self.prompt.cycle_candidate():
             self._redraw()

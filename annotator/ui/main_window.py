@@ -24,17 +24,19 @@ from annotator.ui.canvas import Canvas
 from annotator.ui.category_panel import CategoryPanel, category_color
 from annotator.ui.detail_slider import DetailSlider
 from annotator.ui.export_dialog import ExportDialog
+from annotator.ui.history import History
 from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
 from annotator.ui.mask_cache import CropCache
+from annotator.ui import picking
 from annotator.ui.polygon_edit import PolygonEditor
 from annotator.ui.review import Review
 from annotator.ui.targets import Target, annotation
 from annotator.ui.actions import install_actions
 from annotator.ui.model_choice import make_session
+from annotator.ui.opening import DropFilter, empty_message, opener_of
 from annotator.ui.settings import read_bool, read_int, read_model_choice, write_model_choice
-from annotator.ui.train_dialog import install_train_action
 from annotator.ui.widgets import PromptField
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,8 @@ class MainWindow(QMainWindow):
         self.model_dialog = None            # File > Models…, made on first use
         self.train_dialog = None            # File > Train…, made on first use
         self.autolabel_dialog = None        # File > Auto-label images…, made on first use
+        self.opener = None                  # opening.Opener: File > Open…, Recent, drops
         self.settings = settings
-        self.stack = cmd.CommandStack(project)
         self.prefetch_count = read_int(settings, "engine/prefetch", prefetch)
         self.image_id: int | None = None
         self.crops = CropCache()             # RLE -> cropped mask: instances and candidates
@@ -69,10 +71,11 @@ class MainWindow(QMainWindow):
         self.session = self._new_session() if session_factory else None
         self.canvas = Canvas(self)
         self.labeler = Labeler(self.session, self.canvas, self)
+        self.history = History(self)        # undo/redo: the prompt, then this image's
         self.bridge.connect_to(self.labeler.on_event)
         self.review = Review(self)
         self.bridge.connect_to(self.review.on_event)
-        self.canvas.click_filter = self.review.click
+        self.canvas.click_filter = lambda x, y: picking.plain_click(self, x, y)
         self.brush = BrushTool(project, self.canvas, self._edit_targets,
                                self._target_color, self._push, self._redraw_all, self)
         self.polygons = PolygonEditor(self.canvas, self._push, self)
@@ -87,11 +90,10 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status()
         install_actions(self)
-        install_train_action(self)
         self._connect()
 
         self._unsubscribe = project.subscribe(self._on_store_event)
-        self.stack.add_listener(self._update_undo_actions)
+        self.labeler.prompt_changed.connect(self._update_undo_actions)
         self.classes.set_categories(project.categories())
         self.images.set_images(project.images(), project.counts_per_image(),
                                project.pending_counts())
@@ -101,6 +103,10 @@ class MainWindow(QMainWindow):
         ids = self.images.image_ids
         if ids:
             self.show_image(first if first in ids else ids[0])
+        else:
+            self.canvas.show_message(empty_message(project))
+        DropFilter(self, lambda paths: opener_of(self).open_dropped(paths),
+                   also=[self.canvas.viewport()])
         self.canvas.setFocus()
 
     # -- layout
@@ -120,8 +126,10 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         self.addToolBar(bar)
         self.toolbar = bar
-        hint = QLabel("  Left click: object · Right/Shift click: background · Drag: box · "
-                      "Enter: accept · Esc: clear  ", self)
+        hint = QLabel("  Click: object · Right click: background · Drag: box · Enter: "
+                      "accept · Esc: clear · F1: keys  ", self)
+        hint.setToolTip("with no prompt, a click on an instance or a candidate selects it; "
+                        "Shift+click is a background point too")
         hint.setStyleSheet("color: gray")
         bar.addWidget(hint)
         bar.addSeparator()
@@ -137,7 +145,8 @@ class MainWindow(QMainWindow):
         self.review.update_auto()
         self.fine_edges = QCheckBox("Fine edges", self)
         self.fine_edges.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.fine_edges.setToolTip("prefer the boundary engine (hq-sam) when installed")
+        self.fine_edges.setToolTip("sharper mask edges: use the fine-edge model (hq-sam) "
+                                   "when it is installed (File ▸ Models…)")
         bar.addWidget(self.fine_edges)
         bar.addSeparator()
         self.detail = DetailSlider(self)
@@ -173,7 +182,7 @@ class MainWindow(QMainWindow):
         self.instances.visibility_changed.connect(lambda _i, _v: self._redraw_instances())
         self.instances.delete_requested.connect(self.delete_instances)
         self.instances.reclass_requested.connect(self.reclass_instances)
-        self.canvas.pick_requested.connect(self._pick_instance)
+        self.canvas.pick_requested.connect(lambda x, y: picking.ctrl_click(self, x, y))
         self.labeler.status.connect(lambda text: self.statusBar().showMessage(text))
         self.brush.status.connect(lambda text: self.statusBar().showMessage(text))
         self.polygons.status.connect(lambda text: self.statusBar().showMessage(text))
@@ -193,9 +202,10 @@ class MainWindow(QMainWindow):
             rgb = load_image(self.project.image_root / rec.file_name)
         except CoreError as exc:
             self.statusBar().showMessage(str(exc))
-            self.canvas.clear_image()
+            self.canvas.show_message(f"This image cannot be shown.\n\n{exc}")
             self.labeler.close_image()
             self.image_id = None
+            self._update_undo_actions()
             return
         self.image_id = image_id
         self.canvas.set_image(rgb)
@@ -210,6 +220,7 @@ class MainWindow(QMainWindow):
                                for i in self.images.following(image_id, self.prefetch_count)])
         self.setWindowTitle(f"Annotator — {rec.file_name} — {self.project.path.name}"
                             f"{self._title_suffix}")
+        self._update_undo_actions()
 
     def step_image(self, step: int) -> None:
         target = self.images.neighbour(self.image_id, step)
@@ -317,37 +328,26 @@ class MainWindow(QMainWindow):
         if ids and category is not None:
             self._push(cmd.ChangeCategory(ids, category))
 
+    @property
+    def stack(self) -> cmd.CommandStack:
+        """The current image's history (history.py: one stack per image)."""
+        return self.history.current
+
     def undo(self) -> None:
-        self._run_history(self.stack.undo)
+        self.history.undo()
 
     def redo(self) -> None:
-        self._run_history(self.stack.redo)
-
-    def _run_history(self, step) -> None:
-        try:
-            done = step()
-        except CoreError as exc:
-            self.statusBar().showMessage(str(exc))
-            return
-        if done is not None:
-            self.statusBar().showMessage(f"{'Undid' if step == self.stack.undo else 'Redid'} "
-                                         f"{done.description.lower()}")
-            self._flush()
+        self.history.redo()
 
     def _push(self, command):
-        try:
-            done = self.stack.push(command)
-        except CoreError as exc:
-            self.statusBar().showMessage(f"not done: {exc}")
-            return None
-        self._flush()
+        """Do an undoable command on the current image's history; None when refused."""
+        done = self.history.push(command)
+        if done is not None:
+            self._flush()
         return done
 
     def _update_undo_actions(self) -> None:
-        self.undo_action.setEnabled(self.stack.can_undo)
-        self.redo_action.setEnabled(self.stack.can_redo)
-        self.undo_action.setText(f"Undo {self.stack.undo_text}".strip())
-        self.redo_action.setText(f"Redo {self.stack.redo_text}".strip())
+        self.history.update_actions()
 
     # -- engines
 
@@ -446,6 +446,8 @@ class MainWindow(QMainWindow):
                                        self.project.pending_counts())
                 if self.image_id is not None:
                     self.images.select(self.image_id)
+                elif self.images.image_ids and self.canvas.image_size is None:
+                    self.show_image(self.images.image_ids[0])   # the first ones arrived
             dirty.add("counts")
         if "counts" in dirty or touched:
             counts = self.project.counts_per_image()
@@ -519,16 +521,6 @@ class MainWindow(QMainWindow):
             self.review.select(None)       # one selection at a time: instance or candidate
         if not self._refreshing:
             self._redraw_instances()
-
-    def _pick_instance(self, x: float, y: float) -> None:
-        if self.image_id is None or self.review.pick(x, y):
-            return
-        for ann in reversed(self.project.annotations(self.image_id)):   # topmost first
-            crop = self.crops.get(ann.rle)
-            if crop is not None and crop.contains(x, y):
-                self.instances.select([ann.id])
-                return
-        self.instances.select([])
 
     def _class_changed(self, *_args) -> None:
         self.labeler.set_preview_color(category_color(self.classes.current))

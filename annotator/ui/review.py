@@ -34,7 +34,8 @@ class ThresholdSlider(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, 100)
         self.slider.setMaximumWidth(110)
-        self.slider.setToolTip("hide candidates scoring below this")
+        self.slider.setToolTip("hide proposed objects the model is less sure of than this "
+                              "(0: show all); Shift+Enter accepts the shown ones")
         self.label = QLabel("score ≥ 0.00", self)
         self.label.setMinimumWidth(80)
         row = QHBoxLayout(self)
@@ -215,24 +216,6 @@ class Review(QObject):
 
     def target(self) -> Target | None:
         return candidate(self.selected) if self.selected is not None else None
-
-    def click(self, x: float, y: float) -> bool:
-        """A plain click with no prompt live selects the shown candidate under it."""
-        if not self.w.labeler.prompt.is_empty or self.w.canvas.candidates is None:
-            return False
-        hit = self.w.canvas.candidates.hit(x, y)
-        if hit is None:
-            return False
-        self.select(hit)
-        return True
-
-    def pick(self, x: float, y: float) -> bool:
-        """Ctrl+click: a shown candidate under the cursor wins over the instances."""
-        layer = self.w.canvas.candidates
-        hit = layer.hit(x, y) if layer is not None else None
-        if hit is not None:
-            self.select(hit)
-        return hit is not None
 
     def cycle(self, step: int = 1) -> bool:
         ids = self.shown_ids()

@@ -28,6 +28,9 @@ class PromptState:
     engine_name: str = ""
     candidate: int = 0                    # which of prediction.masks is shown
     feed_logits: bool = True              # give the previous answer to the next click
+    # Ctrl+Z / Ctrl+Shift+Z inside the prompt: (step kind, the state before / after it)
+    undo_steps: list[tuple[str, tuple]] = field(default_factory=list, repr=False)
+    redo_steps: list[tuple[str, tuple]] = field(default_factory=list, repr=False)
 
     # -- building
 
@@ -42,12 +45,14 @@ class PromptState:
     def add_point(self, x: float, y: float, label: int) -> None:
         if label not in (POSITIVE, NEGATIVE):
             raise ValueError(f"a point label is 1 (object) or 0 (background), not {label!r}")
+        self._step("point")
         self.text = None
         self.points.append((float(x), float(y)))
         self.labels.append(int(label))
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         """A new box replaces the old one; the previous answer is no longer a good prior."""
+        self._step("box")
         self.text = None
         self.box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         self.prediction = None
@@ -56,6 +61,51 @@ class PromptState:
     def set_text(self, text: str) -> None:
         self.reset(self.image_id)
         self.text = text.strip() or None
+
+    # -- taking steps back (the prompt's own history, before the image's)
+
+    def _state(self) -> tuple:
+        return (list(self.points), list(self.labels), self.box, self.prediction,
+                self.engine_name, self.candidate, self.pending is None)
+
+    def _restore(self, state: tuple) -> bool:
+        """Put a saved state back; True when its answer had arrived (nothing to ask)."""
+        (self.points, self.labels, self.box, self.prediction, self.engine_name,
+         self.candidate, settled) = list(state[0]), list(state[1]), *state[2:]
+        self.pending = None      # an answer still on its way is for another prompt now
+        self.text = None
+        return settled
+
+    def _step(self, kind: str) -> None:
+        self.undo_steps.append((kind, self._state()))
+        self.redo_steps.clear()
+
+    @property
+    def undo_kind(self) -> str | None:
+        """"point" or "box": what undo_step would take back (None: nothing)."""
+        return self.undo_steps[-1][0] if self.undo_steps else None
+
+    @property
+    def redo_kind(self) -> str | None:
+        return self.redo_steps[-1][0] if self.redo_steps else None
+
+    def undo_step(self) -> tuple[str, bool] | None:
+        """Take back the last point or box: (its kind, whether the preview shown now is
+        already the answer to what is left). The answer shown before the step comes back
+        with it, so no engine call is needed unless it was still on its way."""
+        if not self.undo_steps:
+            return None
+        kind, before = self.undo_steps.pop()
+        self.redo_steps.append((kind, self._state()))
+        return kind, self._restore(before)
+
+    def redo_step(self) -> tuple[str, bool] | None:
+        """Put the last taken-back point or box again (same answer as undo_step)."""
+        if not self.redo_steps:
+            return None
+        kind, after = self.redo_steps.pop()
+        self.undo_steps.append((kind, self._state()))
+        return kind, self._restore(after)
 
     def to_prompt(self) -> Prompt:
         """The engine prompt for the current clicks/box, with the shown candidate's

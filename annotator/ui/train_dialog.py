@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QFormLayout, QGridLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
                                QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
@@ -356,17 +355,3 @@ def show_train_dialog(window) -> TrainDialog:
     dialog.raise_()
     dialog.activateWindow()
     return dialog
-
-
-def install_train_action(window) -> QAction:
-    """File ▸ Train… with its shortcut, before Quit."""
-    action = QAction("Train…", window)
-    action.setShortcut(QKeySequence(SHORTCUT))
-    action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-    action.triggered.connect(lambda: show_train_dialog(window))
-    window.addAction(action)
-    menu = next((a.menu() for a in window.menuBar().actions() if a.text() == "&File"), None)
-    if menu is not None:
-        quit_action = next((a for a in menu.actions() if a.text() == "Quit"), None)
-        menu.insertAction(quit_action, action)
-    return action

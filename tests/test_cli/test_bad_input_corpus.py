@@ -271,6 +271,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(workspace, capsys, mon
     monkeypatch.setenv("ANNOTATOR_MODELS_DIR", str(tmp_path / "models"))   # never the user's
     monkeypatch.setenv("ANNOTATOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: None))
+    # the window opens on its start page with the reason (issue 20); closed at once here
+    monkeypatch.setattr("annotator.ui.opening.run_loop", lambda qt_app: 0)
     argv = [COFFEE if a == "@C" else a for a in argv]
     before, files = project_state(workspace), files_under(workspace)
     holder = Project.open(workspace / "annotations.sqlite") if case_id.endswith("in-use") \

@@ -83,9 +83,14 @@ def test_take_over_moves_the_lock_and_the_old_window_is_refused(qtbot, held, ima
     window.shutdown()
 
 
-def test_cancel_opens_nothing(held, image_folder, settings_path):
-    assert app.run(str(image_folder), settings_path=settings_path, exec_loop=False,
-                   on_in_use=lambda error: CANCEL) is None
+def test_cancel_opens_nothing_and_shows_the_start_page(qtbot, held, image_folder,
+                                                        settings_path):
+    window = app.run(str(image_folder), settings_path=settings_path, exec_loop=False,
+                     on_in_use=lambda error: CANCEL)
+    qtbot.addWidget(window)
+    assert not hasattr(window, "project")                # nothing opened: the start page
+    assert "in use elsewhere" in window.start_page.message.text()
+    window.close()
 
 
 def test_a_folder_image_that_leads_outside_the_folder_is_refused_by_name(tmp_path,
