@@ -131,7 +131,7 @@ class SamMiEngine:
             cfg = config or _config_for(shapes)
             check_fits(shapes, cfg, clip_path)
             plugin_id = "free"
-        host = build_host(path, device=device, exact=exact)
+        host = build_host(path, arch=arch, device=device, exact=exact)
         key = f"{name}:{checkpoint_identity(clip_path)}:{plugin_id}"
         return cls(host, model, cfg, clip_key=key, heads_state=heads, device=device,
                    classes_seen=classes_seen)
