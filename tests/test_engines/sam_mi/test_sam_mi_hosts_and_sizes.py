@@ -52,3 +52,24 @@ def test_official_layouts_are_recognised_and_fit_the_paper_configs():
     b32 = clip_shapes(_meta_state(dict(VIT_B16, patch=32, grid=7)), "ViT-B-32.pt")
     with pytest.raises(CheckpointError, match="ViT-B-32.pt is a CLIP ViT-w768/32"):
         check_fits(b32, SamMiConfig(), "ViT-B-32.pt")
+
+
+def test_openai_torchscript_archives_and_quick_gelu(tmp_path):
+    import warnings
+    from engines.sam_mi.clip import load_clip
+    from open_clip.transformer import QuickGELU
+    model = tiny_clip()
+    model.output_dict = False
+    tokens = torch.zeros(1, 77, dtype=torch.long)
+    tokens[0, :2] = torch.tensor([49406, 49407])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (torch.randn(1, 3, 96, 96), tokens), check_trace=False)
+    traced.save(str(tmp_path / "ViT-tiny.pt"))          # OpenAI ships TorchScript archives
+    loaded, shapes = load_clip(tmp_path / "ViT-tiny.pt")
+    assert shapes["layers"] == 4
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    acts = lambda m: {type(x) for x in m.modules() if type(x).__name__ in ("QuickGELU", "GELU")}  # noqa: E731
+    assert acts(loaded) == {QuickGELU}                   # OpenAI weights: QuickGELU by default
+    assert QuickGELU not in acts(load_clip(tmp_path / "ViT-tiny.pt", quick_gelu=False)[0])
