@@ -192,3 +192,43 @@ def test_the_paper_sized_heads_add_a_few_million_parameters():
     new = count_parameters(heads.tspp) + count_parameters(heads.dmi_low) + count_parameters(heads.dmi_high)
     print(f"CAT-Seg heads {base / 1e6:.2f} M, TSPP + DMI {new / 1e6:.2f} M")
     assert 1e6 < new < 6e6                                    # paper: about 3 M (Table 10)
+
+
+def test_a_few_adamw_steps_lower_both_losses():
+    """Trainability of the two stages' losses on one fixed tiny example (the adapter that
+    runs them on exported datasets is not part of this package)."""
+    model, _ = tiny_sam_mi(seed=2)
+    model.train()
+    for p in model.clip.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 96, 96)
+    labels = torch.zeros(1, 24, 24, dtype=torch.long)
+    labels[:, :, 12:] = 1
+    target = torch.zeros(1, 8, 8)
+    target[:, 3:5, 1:3] = 0.8
+    target[:, 3:5, 5:7] = 0.8
+    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    with torch.no_grad():
+        feats = model.encode_image(x)
+        text = model.encode_text(["left", "right"])
+    masks = torch.zeros(1, 2, 96, 96, dtype=torch.bool)
+    masks[0, 0, :, :48], masks[0, 1, :, 48:] = True, True
+    onehot = torch.nn.functional.one_hot(labels, 2).permute(0, 3, 1, 2).float()
+
+    def stage1():
+        return tspp_loss(model.prompt(feats, text), labels, target, valid)
+
+    def stage2():
+        seg = torch.nn.functional.binary_cross_entropy_with_logits(model.segment(feats, text, masks), onehot)
+        return seg + 0.1 * stage1()
+
+    for loss_fn, params in ((stage1, model.heads.tspp.parameters()), (stage2, model.heads.parameters())):
+        opt = torch.optim.AdamW(list(params), lr=2e-3)
+        first = loss_fn()
+        for _ in range(3):
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            opt.step()
+        assert loss_fn().item() < first.item()
