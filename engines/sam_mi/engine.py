@@ -8,8 +8,9 @@ Two modes, chosen by whether a trained plugin is loaded (`SamMiEngine.mode`):
   probabilities (spec §7 "SAM-MI-lite") -> SAM -> SMAgg -> probabilities = softmax(S / tau).
 Either way every SAM mask SMAgg assigns to a class is one instance of that class (score:
 the class probability averaged inside it; `class_scores` all K); `extras` has the
-semantic map (uint8 class index at the original size, 255 where no class), the mode, the
-points and the number of SAM decoder passes.
+semantic map (the argmax class index at the original size, uint8), the mode, the points,
+the number of SAM decoder passes and, in trained mode, the typed names the plugin was not
+trained on (`unseen`: it still answers them, open vocabulary).
 
 The embedding carries both encoders' output: the host's features under `sam.<name>` and
 CLIP's under `clip.<name>`; its backbone key names CLIP, the plugin and the host. The
@@ -101,7 +102,8 @@ class SamMiEngine:
                         clip: str | Path | None = None, plugin: str | Path | None = None,
                         clip_arch: str | None = None, quick_gelu: bool = True,
                         exact: bool = False, config: SamMiConfig | None = None) -> "SamMiEngine":
-        """`path`: the SAM / SAM 2 checkpoint (the host); `clip`: the CLIP file (default:
+        """`path`: the SAM / SAM 2 checkpoint (the host; `arch` its architecture, else read
+        from the file); `clip`: the CLIP file (default:
         one of CLIP_FILES beside `path`); `plugin`: a trained SAM-MI plugin (trained mode;
         without one, training-free). `quick_gelu=True` for OpenAI weights."""
         path = Path(path)
@@ -223,9 +225,11 @@ class SamMiEngine:
         class_scores = (area @ probs.flatten(1).T) / area.sum(1, keepdim=True).clamp(min=1)
         semantic = probs.argmax(0)
         semantic = F.interpolate(semantic[None, None].float(), size=size, mode="nearest")[0, 0]
-        extras["semantic"] = semantic.numpy().astype(np.uint8) if len(names) < 255 else \
-            semantic.numpy().astype(np.int16)
+        extras["semantic"] = semantic.numpy().astype(np.uint8)     # K <= MAX_CLASSES = 256
         extras["classes"] = list(names)
+        if self.mode == "trained":
+            seen = {n.casefold() for n in self.classes_seen}
+            extras["unseen"] = [n for n in names if n.casefold() not in seen]
         keep, labels = [], []
         for i, c in enumerate(merged.assigned.tolist()):
             if c < 0 and not opts.keep_unassigned:

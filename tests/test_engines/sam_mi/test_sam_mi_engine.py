@@ -113,6 +113,12 @@ def test_bad_class_lists(free, image):
     assert split.classes == ("Car", "person")
 
 
+def test_trained_mode_says_which_names_it_has_not_seen(trained, image):
+    props = trained.propose(trained.embed(image), {"classes": ["Square", "tree"], **LENIENT})
+    assert props.extras["unseen"] == ["tree"]
+    assert trained.classes_seen == ("square", "disc")
+
+
 def test_k_above_pad_len_in_trained_mode(trained, image):
     names = [f"thing {i}" for i in range(12)]        # tiny pad_len = 8
     props = trained.propose(trained.embed(image), {"classes": names, **LENIENT})
