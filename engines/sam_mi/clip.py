@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.files.checkpoints import load_into, load_state_dict
-from engines.types import CheckpointError
+from engines.types import CheckpointError, EngineError
 
 CLIP_MEAN = (122.7709383, 116.7460125, 104.09373615)     # CLIP's pixel mean / std (0-255)
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
@@ -67,9 +67,18 @@ def _head_width(width: int) -> int:
     return 64 if width >= 128 and width % 64 == 0 else 16   # 16: the tiny test model
 
 
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise EngineError("sam-mi needs the open_clip_torch package for CLIP "
+                          "(pip install open_clip_torch==3.3.0)") from None
+    return open_clip
+
+
 def build_clip(shapes: dict[str, int], quick_gelu: bool = True):
     """An open_clip.CLIP of these shapes, random weights."""
-    import open_clip
+    open_clip = _open_clip()
     vision = dict(image_size=shapes["grid"] * shapes["patch"], layers=shapes["layers"],
                   width=shapes["width"], patch_size=shapes["patch"],
                   head_width=_head_width(shapes["width"]))
@@ -149,8 +158,7 @@ class DenseClip(torch.nn.Module):
         self.context = context
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        import open_clip
-        return open_clip.tokenize(texts, context_length=self.context)
+        return _open_clip().tokenize(texts, context_length=self.context)
 
     def encode_text(self, texts: list[str], device=None) -> torch.Tensor:
         tokens = self.tokenize(texts).to(device or self.clip.token_embedding.weight.device)

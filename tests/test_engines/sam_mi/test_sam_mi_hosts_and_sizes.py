@@ -73,3 +73,11 @@ def test_openai_torchscript_archives_and_quick_gelu(tmp_path):
     acts = lambda m: {type(x) for x in m.modules() if type(x).__name__ in ("QuickGELU", "GELU")}  # noqa: E731
     assert acts(loaded) == {QuickGELU}                   # OpenAI weights: QuickGELU by default
     assert QuickGELU not in acts(load_clip(tmp_path / "ViT-tiny.pt", quick_gelu=False)[0])
+
+
+def test_without_open_clip_the_message_says_what_to_install(monkeypatch):
+    import sys
+    from engines.types import EngineError
+    monkeypatch.setitem(sys.modules, "open_clip", None)       # import open_clip -> ImportError
+    with pytest.raises(EngineError, match="needs the open_clip_torch package"):
+        build_clip(VIT_B16)
