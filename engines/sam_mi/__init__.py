@@ -7,9 +7,21 @@ guidance into the CAT-Seg cost aggregator and its upsampling decoder. Without a 
 plugin the engine runs training-free (MaskCLIP dense similarity -> coarse class masks ->
 sparse points -> SAM -> SMAgg). `SamMiEngine.from_checkpoint(sam_file, clip=clip_file,
 plugin=...)` builds it; `propose(emb, {"classes": [...]})` answers."""
-from engines.sam_mi.aggregator import (ClassAggregation, CostAggregator, SpatialAggregation, cost_map,
-                                       keep_top_classes, linear_attention)
-from engines.sam_mi.clip import DenseClip, clip_preprocess, clip_shapes, load_clip, read_clip_state
+from engines.sam_mi.aggregator import (
+                                       ClassAggregation,
+                                       CostAggregator,
+                                       SpatialAggregation,
+                                       cost_map,
+                                       keep_top_classes,
+                                       linear_attention,
+)
+from engines.sam_mi.clip import (
+                                       DenseClip,
+                                       clip_preprocess,
+                                       clip_shapes,
+                                       load_clip,
+                                       read_clip_state,
+)
 from engines.sam_mi.config import MAX_CLASSES, SamMiConfig
 from engines.sam_mi.dmi import DmiHigh, DmiLow, mask_pool, resize_masks
 from engines.sam_mi.engine import SamMiEngine, build_host
@@ -17,7 +29,14 @@ from engines.sam_mi.model import ImageFeatures, SamMi, SamMiHeads, count_paramet
 from engines.sam_mi.options import TextOptions, parse_classes
 from engines.sam_mi.smagg import SmaggResult, overlap_ratios, smagg
 from engines.sam_mi.tiny import tiny_clip, tiny_sam_mi
-from engines.sam_mi.tspp import Tspp, TsppOutput, grid_points, sample_points, tspp_loss, tspp_target
+from engines.sam_mi.tspp import (
+                                       Tspp,
+                                       TsppOutput,
+                                       grid_points,
+                                       sample_points,
+                                       tspp_loss,
+                                       tspp_target,
+)
 from engines.sam_mi.weights import ENGINE, read_sam_mi_plugin, save_sam_mi_plugin
 
 __all__ = [

@@ -13,8 +13,8 @@ per class and pixel (B x K x 4h x 4w).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from engines.sam_mi.config import SamMiConfig
 
@@ -59,7 +59,7 @@ class GuidedWindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         n, length, _ = x.shape
-        split = lambda t: t.view(n, length, self.heads, -1).transpose(1, 2)   # noqa: E731
+        split = lambda t: t.view(n, length, self.heads, -1).transpose(1, 2)
         q, k, v = split(self.q(x)) * self.scale, split(self.k(x)), split(self.v(x[..., :self.dim]))
         attn = q @ k.transpose(-2, -1)
         if mask is not None:
@@ -170,7 +170,7 @@ class ClassAggregation(nn.Module):
         y, g = self.pad(y, g)
         z = self.norm1(y)
         zg = torch.cat([z, g], -1)
-        heads = lambda t: t.view(t.shape[0], t.shape[1], self.heads, -1)   # noqa: E731
+        heads = lambda t: t.view(t.shape[0], t.shape[1], self.heads, -1)
         att = linear_attention(heads(self.q(zg)), heads(self.k(zg)), heads(self.v(z)))
         y = y + att.flatten(2)
         y = y + self.mlp(self.norm2(y))

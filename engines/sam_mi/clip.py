@@ -46,14 +46,14 @@ def clip_shapes(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, i
                               "sam-mi needs the text tower too for the typed names")
     conv = state["visual.conv1.weight"]
     width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    grid = int(round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5))
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     layers = len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")})
     text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
-    return dict(width=width, patch=patch, grid=grid, layers=layers,
-                embed_dim=int(state["text_projection"].shape[1]),
-                text_width=int(state["ln_final.weight"].shape[0]), text_layers=text_layers,
-                context=int(state["positional_embedding"].shape[0]),
-                vocab=int(state["token_embedding.weight"].shape[0]))
+    return {"width": width, "patch": patch, "grid": grid, "layers": layers,
+                "embed_dim": int(state["text_projection"].shape[1]),
+                "text_width": int(state["ln_final.weight"].shape[0]), "text_layers": text_layers,
+                "context": int(state["positional_embedding"].shape[0]),
+                "vocab": int(state["token_embedding.weight"].shape[0])}
 
 
 def arch_name(shapes: dict[str, int]) -> str:
@@ -79,12 +79,12 @@ def _open_clip():
 def build_clip(shapes: dict[str, int], quick_gelu: bool = True):
     """An open_clip.CLIP of these shapes, random weights."""
     open_clip = _open_clip()
-    vision = dict(image_size=shapes["grid"] * shapes["patch"], layers=shapes["layers"],
-                  width=shapes["width"], patch_size=shapes["patch"],
-                  head_width=_head_width(shapes["width"]))
-    text = dict(context_length=shapes["context"], vocab_size=shapes["vocab"],
-                width=shapes["text_width"], heads=shapes["text_width"] // _head_width(shapes["text_width"]),
-                layers=shapes["text_layers"])
+    vision = {"image_size": shapes["grid"] * shapes["patch"], "layers": shapes["layers"],
+                  "width": shapes["width"], "patch_size": shapes["patch"],
+                  "head_width": _head_width(shapes["width"])}
+    text = {"context_length": shapes["context"], "vocab_size": shapes["vocab"],
+                "width": shapes["text_width"], "heads": shapes["text_width"] // _head_width(shapes["text_width"]),
+                "layers": shapes["text_layers"]}
     return open_clip.CLIP(shapes["embed_dim"], vision, text, quick_gelu=quick_gelu)
 
 
@@ -202,7 +202,7 @@ def _dense_block(block, x: torch.Tensor, dense: str) -> torch.Tensor:
 
 def _resized_pos(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
     n = pos.shape[0] - 1
-    g = int(round(n ** 0.5))
+    g = round(n ** 0.5)
     if (g, g) == (h, w):
         return pos
     grid = pos[1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)

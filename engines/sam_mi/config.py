@@ -63,18 +63,18 @@ class SamMiConfig:
         return self.clip_size // self.patch
 
     @classmethod
-    def vit_l(cls) -> "SamMiConfig":
+    def vit_l(cls) -> SamMiConfig:
         return cls(clip_size=336, patch=14, clip_width=1024, embed_dim=768, taps=(7, 15),
                    layers=4, pooling=6, guidance_dims=(256, 128),
                    template="a photo of a {}.")
 
     @classmethod
-    def tiny(cls, **kw: Any) -> "SamMiConfig":
+    def tiny(cls, **kw: Any) -> SamMiConfig:
         """Matches engines.sam_mi.tiny.tiny_clip(): 96 px, patch 16, width 32, 4 blocks."""
-        base = dict(clip_size=96, patch=16, clip_width=32, embed_dim=32, taps=(1, 2),
-                    hidden=16, layers=1, heads=2, window=3, pooling=2, pad_len=8, text_proj=16,
-                    appearance_proj=16, decoder_dims=(16, 16), guidance_dims=(16, 16),
-                    guidance_proj=(8, 4), grid=8, tspp_hidden=16, dmi_heads=2)
+        base = {"clip_size": 96, "patch": 16, "clip_width": 32, "embed_dim": 32, "taps": (1, 2),
+                    "hidden": 16, "layers": 1, "heads": 2, "window": 3, "pooling": 2, "pad_len": 8, "text_proj": 16,
+                    "appearance_proj": 16, "decoder_dims": (16, 16), "guidance_dims": (16, 16),
+                    "guidance_proj": (8, 4), "grid": 8, "tspp_hidden": 16, "dmi_heads": 2}
         base.update(kw)
         return cls(**base)
 
@@ -96,7 +96,7 @@ class SamMiConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any], *, source: str = "config") -> "SamMiConfig":
+    def from_dict(cls, record: Mapping[str, Any], *, source: str = "config") -> SamMiConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(record) - known)
         if unknown:

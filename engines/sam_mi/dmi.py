@@ -11,8 +11,8 @@ F_h), F_h <- F_h + gamma * DWConv3x3(MLP1x1([F_h, proj(M)])), gamma per channel,
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 EPS = 1e-6
 

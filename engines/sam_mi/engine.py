@@ -20,8 +20,9 @@ already has (same host key) instead of running SAM's encoder again.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,18 +31,36 @@ import torch.nn.functional as F
 from engines.auto import masks_to_boxes, nms, stability_score
 from engines.files.checkpoints import checkpoint_identity, peek_state_dict
 from engines.hosts import Sam2Engine, SamEngine, sam2_scale_coords, upsample_logits
-from engines.hosts.detect import describe, guess_sam2_arch, guess_sam_arch, is_sam2_state
+from engines.hosts.detect import (
+    describe,
+    guess_sam2_arch,
+    guess_sam_arch,
+    is_sam2_state,
+)
 from engines.prompts import check_image
 from engines.runtime.device import choose_device
 from engines.sam_mi.aggregator import cost_map
-from engines.sam_mi.clip import DenseClip, arch_name, check_fits, clip_preprocess, load_clip
+from engines.sam_mi.clip import (
+    DenseClip,
+    arch_name,
+    check_fits,
+    clip_preprocess,
+    load_clip,
+)
 from engines.sam_mi.config import SamMiConfig
 from engines.sam_mi.model import ImageFeatures, SamMi
 from engines.sam_mi.options import TextOptions
 from engines.sam_mi.smagg import smagg
 from engines.sam_mi.tspp import grid_points, sample_points, tspp_target
 from engines.sam_mi.weights import ENGINE, read_sam_mi_plugin
-from engines.types import Cancel, CancelledError, CheckpointError, Embedding, OptionsError, Proposals
+from engines.types import (
+    Cancel,
+    CancelledError,
+    CheckpointError,
+    Embedding,
+    OptionsError,
+    Proposals,
+)
 
 # CLIP files looked for beside the SAM checkpoint when none is given (first found wins)
 CLIP_FILES = ("ViT-B-16.pt", "clip_vit_b16.safetensors", "open_clip_vit_b16.bin",
@@ -101,7 +120,7 @@ class SamMiEngine:
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None, *,
                         clip: str | Path | None = None, plugin: str | Path | None = None,
                         clip_arch: str | None = None, quick_gelu: bool = True,
-                        exact: bool = False, config: SamMiConfig | None = None) -> "SamMiEngine":
+                        exact: bool = False, config: SamMiConfig | None = None) -> SamMiEngine:
         """`path`: the SAM / SAM 2 checkpoint (the host; `arch` its architecture, else read
         from the file); `clip`: the CLIP file (default:
         one of CLIP_FILES beside `path`); `plugin`: a trained SAM-MI plugin (trained mode;
@@ -217,8 +236,8 @@ class SamMiEngine:
         probs = probs.float().cpu()
         return self._instances(names, sam_masks, sam_work, ious, merged, probs, (h, w), opts,
                                extras={"mode": self.mode, "points": points.tolist(),
-                                       "decoder_passes": passes, "sam_masks": int(len(sam_masks)),
-                                       "aggregated": int(len(merged.masks))})
+                                       "decoder_passes": passes, "sam_masks": len(sam_masks),
+                                       "aggregated": len(merged.masks)})
 
     def _instances(self, names, sam_masks, sam_work, ious, merged, probs, size, opts, extras):
         area = sam_work.flatten(1).float()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from engines.sam_mi.aggregator import CostAggregator, cost_map
 from engines.sam_mi.clip import DenseClip

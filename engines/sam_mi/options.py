@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from engines.sam_mi.config import MAX_CLASSES, SAMPLING
 from engines.types import OptionsError
@@ -35,7 +36,7 @@ class TextOptions:
     keep_unassigned: bool = False         # SAM masks SMAgg gives no class, returned with class None
     max_instances: int = 500
 
-    def updated(self, options: Mapping[str, Any] | None) -> "TextOptions":
+    def updated(self, options: Mapping[str, Any] | None) -> TextOptions:
         if options is None:
             return self.checked()
         if not isinstance(options, Mapping):
@@ -61,7 +62,7 @@ class TextOptions:
                 values[name] = _number(name, value, kind == "int")
         return replace(self, **values).checked()
 
-    def checked(self) -> "TextOptions":
+    def checked(self) -> TextOptions:
         if not self.classes:
             raise OptionsError("classes is empty: type at least one class name (e.g. \"car, person\")")
         if len(self.classes) > MAX_CLASSES:

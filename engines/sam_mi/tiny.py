@@ -12,8 +12,8 @@ def tiny_clip(seed: int = 0, quick_gelu: bool = True, width: int = 32, patch: in
               image_size: int = 96, layers: int = 4, embed_dim: int = 32):
     import open_clip
     torch.manual_seed(seed)
-    vision = dict(image_size=image_size, layers=layers, width=width, patch_size=patch, head_width=16)
-    text = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)
+    vision = {"image_size": image_size, "layers": layers, "width": width, "patch_size": patch, "head_width": 16}
+    text = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
     return open_clip.CLIP(embed_dim, vision, text, quick_gelu=quick_gelu).eval()
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from engines.sam_mi.aggregator import AggregatorLayer
 from engines.sam_mi.config import SamMiConfig
@@ -51,7 +51,7 @@ class Tspp(nn.Module):
     def forward(self, cost: torch.Tensor, appearance: torch.Tensor, text: torch.Tensor) -> TsppOutput:
         """cost S_t (B K h w) from the detached dense features; appearance F_l^v (B D h w);
         text T (B or 1, K, D). The caller detaches the visual features (stop-gradient)."""
-        b, k, h, w = cost.shape
+        b, _k, _h, _w = cost.shape
         x = self.embed(cost[..., None])                       # B K h w C
         x = x.permute(0, 4, 1, 2, 3)                          # B C K h w
         a = self.guidance_projection(appearance)
@@ -93,7 +93,7 @@ def tspp_target(masks: np.ndarray, grid: int = 32, g_p: int = 5, m_p: int = 10,
     from scipy.ndimage import distance_transform_edt
     from skimage.morphology import skeletonize
     masks = np.asarray(masks, bool)
-    k, h, w = masks.shape
+    _k, h, w = masks.shape
     ys, xs = grid_pixels(grid, (h, w))
     p = np.zeros((grid, grid), np.float64)
     for m in masks:
@@ -123,7 +123,7 @@ def sample_points(p: np.ndarray, mode: str = "deterministic", seed: int = 0) -> 
     if mode == "bernoulli":
         chosen = np.nonzero(np.random.default_rng(seed).random(flat.shape) < flat)[0]
     elif mode == "deterministic":
-        count = int(round(float(flat.sum())))
+        count = round(float(flat.sum()))
         chosen = np.sort(np.argsort(-flat, kind="stable")[:count])
     else:
         raise ValueError(f"sampling must be deterministic or bernoulli, got {mode!r}")

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from engines.hosts import tiny_sam
-from engines.sam_mi import SamMiConfig, SamMiEngine, save_sam_mi_plugin, tiny_clip, tiny_sam_mi
+from engines.sam_mi import (
+    SamMiConfig,
+    SamMiEngine,
+    save_sam_mi_plugin,
+    tiny_clip,
+    tiny_sam_mi,
+)
 from engines.sam_mi.clip import arch_name, clip_shapes
 from engines.types import CancelledError, CheckpointError, OptionsError
 

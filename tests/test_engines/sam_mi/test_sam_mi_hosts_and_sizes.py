@@ -34,8 +34,8 @@ def _meta_state(shapes, quick_gelu=True):
     return {k: v for k, v in model.state_dict().items()}
 
 
-VIT_B16 = dict(width=768, patch=16, grid=14, layers=12, embed_dim=512, text_width=512,
-               text_layers=12, context=77, vocab=49408)
+VIT_B16 = {"width": 768, "patch": 16, "grid": 14, "layers": 12, "embed_dim": 512, "text_width": 512,
+               "text_layers": 12, "context": 77, "vocab": 49408}
 
 
 def test_official_layouts_are_recognised_and_fit_the_paper_configs():
@@ -56,8 +56,10 @@ def test_official_layouts_are_recognised_and_fit_the_paper_configs():
 
 def test_openai_torchscript_archives_and_quick_gelu(tmp_path):
     import warnings
-    from engines.sam_mi.clip import load_clip
+
     from open_clip.transformer import QuickGELU
+
+    from engines.sam_mi.clip import load_clip
     model = tiny_clip()
     model.output_dict = False
     tokens = torch.zeros(1, 77, dtype=torch.long)
@@ -70,13 +72,14 @@ def test_openai_torchscript_archives_and_quick_gelu(tmp_path):
     assert shapes["layers"] == 4
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    acts = lambda m: {type(x) for x in m.modules() if type(x).__name__ in ("QuickGELU", "GELU")}  # noqa: E731
+    acts = lambda m: {type(x) for x in m.modules() if type(x).__name__ in ("QuickGELU", "GELU")}
     assert acts(loaded) == {QuickGELU}                   # OpenAI weights: QuickGELU by default
     assert QuickGELU not in acts(load_clip(tmp_path / "ViT-tiny.pt", quick_gelu=False)[0])
 
 
 def test_without_open_clip_the_message_says_what_to_install(monkeypatch):
     import sys
+
     from engines.types import EngineError
     monkeypatch.setitem(sys.modules, "open_clip", None)       # import open_clip -> ImportError
     with pytest.raises(EngineError, match="needs the open_clip_torch package"):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engines.sam_mi.aggregator import ClassAggregation, CostAggregator, cost_map, keep_top_classes
+from engines.sam_mi.aggregator import (
+    ClassAggregation,
+    cost_map,
+    keep_top_classes,
+)
 from engines.sam_mi.config import SamMiConfig
 from engines.sam_mi.dmi import DmiHigh, DmiLow, mask_pool, resize_masks
 from engines.sam_mi.model import SamMi, count_parameters
@@ -15,7 +19,7 @@ from engines.sam_mi.tspp import tspp_loss
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, clip = tiny_sam_mi()
+    model, _clip = tiny_sam_mi()
     return model
 
 
