@@ -70,6 +70,7 @@ SAM_FILES = ("sam_vit_b_01ec64.pth", "sam_vit_l_0b3195.pth", "sam_vit_h_4b8939.p
              "sam2.1_hiera_large.pt")
 WORK_SIDE = 256          # SMAgg and DMI see the masks at most this large (same ratios)
 UPSAMPLE_CHUNK = 16
+TEXT_CACHE = 2048         # class-name embeddings kept
 
 
 def build_host(path: str | Path, arch: str | None = None, device=None, exact: bool = False):
@@ -115,6 +116,19 @@ class SamMiEngine:
         base = TextOptions(pred_iou_thresh=0.8) if self.family == "sam2" else TextOptions()
         self.defaults = defaults or base
         self.backbone_key = f"{ENGINE}:{clip_key}:{self.mode}|{host.backbone_key}"
+        self._text: dict[str, torch.Tensor] = {}       # name -> (D,) embedding, most recent last
+
+    def encode_text(self, names: list[str]) -> torch.Tensor:
+        """(1, K, D) text embeddings; each name is encoded once (re-typing the list reuses them)."""
+        todo = [n for n in names if n not in self._text]
+        if todo:
+            for name, row in zip(todo, self.model.encode_text(todo)[0].cpu()):
+                self._text[name] = row
+        for name in names:                              # most recently used last
+            self._text[name] = self._text.pop(name)
+        while len(self._text) > TEXT_CACHE:
+            self._text.pop(next(iter(self._text)))
+        return torch.stack([self._text[n] for n in names])[None].to(self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None, *,
@@ -206,7 +220,7 @@ class SamMiEngine:
         names = list(opts.classes)
         h, w = emb.image_size
         work = _work_size((h, w))
-        text = self.model.encode_text(names).to(self.device)
+        text = self.encode_text(names)
         dense = emb.features["clip.dense"].to(self.device)
         if self.mode == "trained":
             feats = ImageFeatures(dense, [emb.features["clip.tap0"].to(self.device),

@@ -131,6 +131,14 @@ def test_k_above_pad_len_in_trained_mode(trained, image):
     _check_proposals(props, names, image.shape[:2])
 
 
+def test_text_embeddings_are_cached_per_name(free):
+    a = free.encode_text(["cat", "dog"])
+    b = free.encode_text(["dog", "cat", "bird"])
+    assert torch.equal(a[0, 0], b[0, 1]) and torch.equal(a[0, 1], b[0, 0])
+    assert torch.allclose(b, free.model.encode_text(["dog", "cat", "bird"]), atol=1e-6)
+    assert list(free._text)[-3:] == ["dog", "cat", "bird"]
+
+
 def test_cancel(free, image):
     emb = free.embed(image)
     with pytest.raises(CancelledError):
