@@ -204,3 +204,16 @@ def test_the_dense_features_of_a_loaded_clip_match_the_built_one(files):
     assert big.shape == (1, 32, 8, 8)
     cls = loaded.encode_image(x)                    # the ordinary path still works
     assert cls.shape == (1, 32)
+
+
+def test_the_embedding_survives_the_disk_cache(free, image, tmp_path):
+    from engines.files.cache import CacheKey, DiskCache
+    emb = free.embed(image)
+    cache = DiskCache(tmp_path / "cache")
+    key = CacheKey("0" * 64, free.backbone_key, free.input_side)
+    assert cache.put(key, emb)
+    back = cache.get(key)
+    assert set(back.features) == set(emb.features) and back.meta == emb.meta
+    opts = {"classes": ["red square", "blue disc"], **LENIENT}
+    a, b = free.propose(emb, opts), free.propose(back, opts)
+    assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
