@@ -75,6 +75,10 @@ ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo("sam2-amg", frozenset({"auto"}), "engines.sam_amg", "Sam2AmgEngine",
                "Segment everything on SAM 2 (SAM2AutomaticMaskGenerator's algorithm)",
                checkpoints_of="sam2"),
+    EngineInfo("sam-mi", frozenset({"text"}), "engines.sam_mi", "SamMiEngine",
+               "SAM-MI: typed class names become instances, from a local CLIP file beside the SAM "
+               "checkpoint; training-free (CLIP similarity -> sparse points -> SAM -> SMAgg) until a "
+               "trained plugin (TSPP, DMI, CAT-Seg aggregator) is given", checkpoints_of="sam"),
 )
 
 # The routing policy (engines/router.py): first installed engine of the chain wins.
