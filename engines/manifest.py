@@ -68,7 +68,8 @@ ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo("ip-sam", frozenset({"auto"}), "engines.ip_sam", "IpSamEngine",
                "IP-SAM: camouflaged and medical targets with no prompt, from SAM 2 with a trained "
                "self-prompt plugin (LoRA + heads) through its own prompt encoder",
-               plugin_hosts=("sam2",), plugin_required=True),
+               plugin_hosts=("sam2",), plugin_required=True, train="plugin",
+               adapter="training.adapters.ip_sam"),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),

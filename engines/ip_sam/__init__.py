@@ -28,7 +28,7 @@ from engines.ip_sam.lora import (
     lora_state,
     merge_lora,
 )
-from engines.ip_sam.loss import ip_sam_loss, mask_loss
+from engines.ip_sam.loss import ip_sam_loss, loss_from_logits, mask_loss
 from engines.ip_sam.model import IpSam, IpSamHeads, IpSamOutput, count_parameters
 from engines.ip_sam.psg import PromptSpaceGating
 from engines.ip_sam.refine import LateralInhibition, RefinementHead
@@ -60,6 +60,7 @@ __all__ = [
     "lora_layers",
     "lora_parameter_count",
     "lora_state",
+    "loss_from_logits",
     "mask_loss",
     "merge_lora",
     "meta_parameters",
