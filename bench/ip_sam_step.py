@@ -30,7 +30,7 @@ def checkpoint(size: str, folder: Path) -> tuple[Path, dict | None]:
     """A random-weight SAM 2 file and the IpSamConfig fields for it (None: the default)."""
     torch.manual_seed(0)
     if size == "tiny":
-        from engines.hosts.tiny import tiny_sam2
+        from engines.hosts import tiny_sam2
         from engines.ip_sam import IpSamConfig
         model, config = tiny_sam2(img_size=128), IpSamConfig.tiny().to_dict()
     else:

@@ -34,7 +34,15 @@ from engines.ip_sam.psg import PromptSpaceGating
 from engines.ip_sam.refine import LateralInhibition, RefinementHead
 from engines.ip_sam.spg import SelfPromptGenerator, SelfPrompts
 from engines.ip_sam.tiny import tiny_ip_sam
-from engines.ip_sam.weights import ENGINE, find_plugin, plugin_state, save_ip_plugin
+from engines.ip_sam.weights import (
+    ENGINE,
+    backbone_arch,
+    find_plugin,
+    plugin_config,
+    plugin_state,
+    save_ip_plugin,
+    split_plugin_state,
+)
 
 __all__ = [
     "ENGINE",
@@ -52,6 +60,7 @@ __all__ = [
     "SelfPrompts",
     "TaskDecoder",
     "add_lora",
+    "backbone_arch",
     "build_sam2",
     "count_parameters",
     "find_plugin",
@@ -65,8 +74,10 @@ __all__ = [
     "merge_lora",
     "meta_parameters",
     "meta_sam2",
+    "plugin_config",
     "plugin_state",
     "sam2_arch_of",
     "save_ip_plugin",
+    "split_plugin_state",
     "tiny_ip_sam",
 ]

@@ -41,14 +41,19 @@ from engines.files import (
     load_state_dict,
     read_plugin_metadata,
 )
-from engines.ip_sam import IpSam, IpSamConfig, Sam2Preprocess, build_sam2, sam2_arch_of
-from engines.ip_sam.lora import load_lora, lora_layers
-from engines.ip_sam.loss import loss_from_logits
-from engines.ip_sam.weights import (
+from engines.ip_sam import (
     ENGINE,
+    IpSam,
+    IpSamConfig,
+    Sam2Preprocess,
     backbone_arch,
+    build_sam2,
+    load_lora,
+    lora_layers,
+    loss_from_logits,
     plugin_config,
     plugin_state,
+    sam2_arch_of,
     save_ip_plugin,
     split_plugin_state,
 )
