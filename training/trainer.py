@@ -277,7 +277,7 @@ class Trainer:
             at = float(self.recipe.get("lr_step_at", 10 / 12))
             factor *= 0.1 if step >= round(at * self.steps) else 1.0
         elif schedule == "cosine":             # to lr_min (default 0) at the last step
-            floor = float(self.recipe.get("lr_min", 0.0)) / float(self.recipe.get("lr", 1e-3))
+            floor = min(1.0, float(self.recipe.get("lr_min", 0.0)) / float(self.recipe.get("lr", 1e-3)))
             cosine = 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
             factor *= floor + (1 - floor) * cosine
         return factor
