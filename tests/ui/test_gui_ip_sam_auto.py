@@ -44,7 +44,8 @@ def _propose(qtbot, w, engine: str):
                     or "failed" in w.statusBar().currentMessage(), timeout=WAIT_MS * 4)
     QApplication.processEvents()
     assert w.engine_label.text() == f"engine: {engine}", w.statusBar().currentMessage()
-    return w.project.proposal_runs()[-1]
+    (run,) = [r for r in w.project.proposal_runs() if r.engine == engine]   # runs: not in time order
+    return run
 
 
 def test_the_camouflaged_preset_proposes_with_ip_sam_through_the_review_queue(qtbot, window, settings_path):
