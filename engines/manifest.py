@@ -14,6 +14,12 @@ from typing import Iterable
 # What a request asks for; engines declare which of these they answer.
 TASKS = ("points", "box", "text", "auto")
 TRAIN_KINDS = ("plugin", "whole")   # a small plugin on a frozen host / the whole model
+# What kind of objects an "auto" engine proposes: the window's Auto presets (label shown).
+AUTO_PRESETS: dict[str, str] = {
+    "salient": "Auto: salient objects",
+    "camouflaged": "Auto: camouflaged / medical",
+    "everything": "Auto: everything",
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class EngineInfo:
     # its own catalogued frozen files (catalogue archs), all needed beside its plugin; the
     # plugin pairs with the first (pmg-sam: the Hiera file, then u2net.pth beside it)
     backbone_files: tuple[str, ...] = ()
+    preset: str | None = None       # "auto" engines: the AUTO_PRESETS entry it serves
 
     @property
     def trainable_plugin(self) -> bool:
@@ -64,17 +71,19 @@ ENGINES: tuple[EngineInfo, ...] = (
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
                "and a trained Pre-Mask-guided decoder (plugin)", catalogued=True,
                backbone_files=("hiera_b+", "u2net"), plugin_required=True, train="plugin",
-               adapter="training.adapters.pmg_sam"),
+               adapter="training.adapters.pmg_sam", preset="salient"),
     EngineInfo("ip-sam", frozenset({"auto"}), "engines.ip_sam", "IpSamEngine",
                "IP-SAM: camouflaged and medical targets with no prompt, from SAM 2 with a trained "
                "self-prompt plugin (LoRA + heads) through its own prompt encoder",
-               plugin_hosts=("sam2",), plugin_required=True),
+               plugin_hosts=("sam2",), plugin_required=True, train="plugin",
+               adapter="training.adapters.ip_sam", preset="camouflaged"),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
-               "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam"),
+               "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam",
+               preset="everything"),
     EngineInfo("sam2-amg", frozenset({"auto"}), "engines.sam_amg", "Sam2AmgEngine",
                "Segment everything on SAM 2 (SAM2AutomaticMaskGenerator's algorithm)",
-               checkpoints_of="sam2"),
+               checkpoints_of="sam2", preset="everything"),
     EngineInfo("sam-mi", frozenset({"text"}), "engines.sam_mi", "SamMiEngine",
                "SAM-MI: typed class names become instances, from a local CLIP file beside the SAM "
                "checkpoint; training-free (CLIP similarity -> sparse points -> SAM -> SMAgg) until a "
@@ -124,6 +133,14 @@ def list_engines(*, task: str | None = None, trainable: bool | None = None,
     return [info for info in ENGINES if keep(info)]
 
 
+def preset_engines(preset: str) -> tuple[str, ...]:
+    """The "auto" engines serving an Auto preset, in the auto chain's order (the router
+    tries them first, then the rest of the chain). ValueError for an unknown preset."""
+    if preset not in AUTO_PRESETS:
+        raise ValueError(f"unknown Auto preset {preset!r}; presets: {', '.join(AUTO_PRESETS)}")
+    return tuple(name for name in _AUTO_CHAIN if _BY_NAME[name].preset == preset)
+
+
 def plugin_host_engines() -> tuple[str, ...]:
     """Engines some plugin sits on (what the Train dialog offers as a backbone)."""
     hosts: list[str] = []
@@ -141,6 +158,9 @@ def _check(rows: Iterable[EngineInfo]) -> None:
         if (info.train is None) != (info.adapter is None) or \
                 (info.train is not None and info.train not in TRAIN_KINDS):
             raise ValueError(f"engine {info.name!r}: `train` and `adapter` go together")
+        if info.preset is not None and (info.preset not in AUTO_PRESETS or "auto" not in info.tasks):
+            raise ValueError(f"engine {info.name!r}: `preset` is one of {', '.join(AUTO_PRESETS)}, "
+                             "on an auto engine")
         if info.backbone_files and not (info.catalogued and info.plugin_required
                                         and not info.plugin_hosts):
             raise ValueError(f"engine {info.name!r}: `backbone_files` are its own catalogued "

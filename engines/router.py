@@ -8,6 +8,12 @@ The chains (first installed engine wins; the last step needs no model at all):
 | points or box, fine edges   | hq-sam -> stable-sam -> sam2 -> sam -> classic   |
 | typed class name ("text")   | sam-mi (no fallback: nothing else reads text)    |
 | no prompt ("auto")          | pmg-sam -> ip-sam -> sam2-amg -> sam-amg          |
+| "auto" with a preset        | the preset's engines, then the "auto" chain      |
+
+Auto presets (manifest.AUTO_PRESETS, each engine's `preset`): "salient" (pmg-sam),
+"camouflaged" (ip-sam), "everything" (sam2-amg, sam-amg). A preset is a preference: when
+none of its engines is installed the normal chain answers, and `skipped` says why each
+of the preset's engines was not used.
 
 SAM 2 comes before SAM because Hiera-T encodes an image several times faster than ViT-B
 on a CPU. An engine is "installed" when it is registered and, if it needs a checkpoint,
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.files import catalogue
-from engines.manifest import NOT_INSTALLED_HINT, ROUTES
+from engines.manifest import AUTO_PRESETS, NOT_INSTALLED_HINT, ROUTES, preset_engines
 from engines.registry import get_spec
 from engines.types import Engine, EngineError
 
@@ -72,9 +78,17 @@ class Router:
         except KeyError:
             raise EngineError(f"unknown task {task!r}; tasks: points, box, text, auto") from None
 
-    def route(self, task: str, *, fine_edges: bool = False, engine: str | None = None) -> Routed:
-        """The engine for `task`; `engine` forces one (no fallback: the user chose it)."""
-        names = (engine,) if engine else self.chain(task, fine_edges)
+    def route(self, task: str, *, fine_edges: bool = False, engine: str | None = None,
+              preset: str | None = None) -> Routed:
+        """The engine for `task`; `engine` forces one (no fallback: the user chose it);
+        `preset` ("auto" only) tries that Auto preset's engines first."""
+        if engine:
+            names: tuple[str, ...] = (engine,)
+        elif preset is not None:
+            first = self.preset_chain(preset, task)
+            names = first + tuple(n for n in self.chain(task, fine_edges) if n not in first)
+        else:
+            names = self.chain(task, fine_edges)
         skipped: list[str] = []
         for name in names:
             why = self._unavailable_reason(name, task)
@@ -85,6 +99,26 @@ class Router:
             return Routed(self._build(name, found), name, found.checkpoint, skipped, found.plugin)
         head = NOT_INSTALLED_HINT.get(task, f"no engine can answer a {task} prompt")
         raise EngineError(f"{head} ({'; '.join(skipped)})")
+
+    @staticmethod
+    def preset_chain(preset: str, task: str = "auto") -> tuple[str, ...]:
+        """The engines serving an Auto preset (EngineError for an unknown one)."""
+        if task != "auto":
+            raise EngineError(f"an Auto preset is for auto requests, not {task!r}")
+        try:
+            return preset_engines(preset)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+
+    def preset_problem(self, preset: str) -> str | None:
+        """None when an engine of this Auto preset is installed, else what is missing
+        (each of its engines and why), without building any engine."""
+        names = self.preset_chain(preset)
+        reasons = [f"{name}: {why}" for name in names
+                   if (why := self._unavailable_reason(name, "auto"))]
+        if len(reasons) < len(names):
+            return None
+        return f"{AUTO_PRESETS[preset]} needs {' or '.join(names)} ({'; '.join(reasons)})"
 
     def _unavailable_reason(self, name: str, task: str) -> str | None:
         try:

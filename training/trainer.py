@@ -8,9 +8,11 @@ N steps with exact resume, DDP under torchrun, and an event stream.
 
 An engine's recipe may also ask for periodic validation and early stopping (`val_every`,
 `early_stop`: patience, both in steps, or `*_epochs` in epochs of the training items; the
-plugin kept is the one with the lowest validation `monitor`, "loss" by default) and a
-periodic step decay (`lr_step_every` / `lr_step_every_epochs`, factor `lr_gamma`); the
-warm-up may be given in epochs too (`warmup_epochs`, when --warmup-steps is 0). Adapters
+plugin kept is the one with the lowest validation `monitor`, "loss" by default), a
+periodic step decay (`lr_step_every` / `lr_step_every_epochs`, factor `lr_gamma`) or a
+cosine decay to `lr_min` (default 0), and its own default batch size (`batch_size`, when
+none is given; else 4); the warm-up may be given in epochs too (`warmup_epochs`, when
+--warmup-steps is 0). Adapters
 may regroup the items (`prepare_items`: e.g. one union target per image) and validate
 in their own way (`validate`).
 
@@ -52,7 +54,8 @@ class TrainConfig:
     out: str = "runs/train"
     steps: int | None = None                # default: `epochs` over the training instances
     epochs: float = 1.0
-    batch_size: int = 4                     # global (split over processes)
+    batch_size: int | None = None           # global (split over processes); None: the
+    #                                         engine's recipe ("batch_size"), else 4
     lr: float | None = None                 # None: the engine's recipe
     weight_decay: float | None = None
     optimizer: str | None = None            # "adam" | "adamw"
@@ -114,13 +117,16 @@ class Trainer:
         if not items:
             raise ValueError("no training instances: the dataset is empty after the split")
         self.items, self.val_items = items, val_items or []
-        self.steps_per_epoch = max(1, math.ceil(len(self.items) / config.batch_size))
+        self.batch_size = int(config.batch_size or self.recipe.get("batch_size", 4))
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        self.steps_per_epoch = max(1, math.ceil(len(self.items) / self.batch_size))
         self.best: dict[str, Any] | None = None    # lowest validation `monitor` so far
         cache_dir = config.cache_dir or default_feature_dir()
         self.features = FeatureCache(self.adapter, cache_dir) if self.adapter.cacheable else None
         side = self.adapter.side
         self.num_points = config.num_points or min(12544, side * side // 4)
-        self.steps = config.steps or max(1, math.ceil(config.epochs * len(self.items) / config.batch_size))
+        self.steps = config.steps or max(1, math.ceil(config.epochs * len(self.items) / self.batch_size))
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
@@ -141,7 +147,7 @@ class Trainer:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
             start = self._resume(optimizer, scheduler)
             self.events.emit("start", engine=cfg.engine, backbone=self.adapter.backbone_identity(),
-                             steps=self.steps, batch_size=cfg.batch_size, world=info.world,
+                             steps=self.steps, batch_size=self.batch_size, world=info.world,
                              out=str(self.out), start_step=start,
                              trainable_parameters=sum(p.numel() for p in params))
             self._warm_cache()
@@ -154,7 +160,7 @@ class Trainer:
                 loss = self._train_step(model, optimizer, params, step, batch)
                 scheduler.step()
                 losses.append(loss)
-                rate = (step + 1 - start) * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+                rate = (step + 1 - start) * self.batch_size / max(time.perf_counter() - t0, 1e-9)
                 self.events.emit("step", step=step + 1, steps=self.steps, loss=loss,
                                  lr=optimizer.param_groups[0]["lr"], instances_per_s=round(rate, 2))
                 if val_every and self.val_items and (step + 1) % val_every == 0 \
@@ -203,7 +209,7 @@ class Trainer:
     def _global_batch(self, step: int) -> list[int]:
         """Item indices of the global batch at `step`: consecutive slices of a stream of
         per-epoch permutations, each seeded by (seed, epoch)."""
-        n, size = len(self.items), self.cfg.batch_size
+        n, size = len(self.items), self.batch_size
         out = []
         for pos in range(step * size, (step + 1) * size):
             epoch, offset = divmod(pos, n)
@@ -270,8 +276,10 @@ class Trainer:
         elif schedule == "step":
             at = float(self.recipe.get("lr_step_at", 10 / 12))
             factor *= 0.1 if step >= round(at * self.steps) else 1.0
-        elif schedule == "cosine":
-            factor *= 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
+        elif schedule == "cosine":             # to lr_min (default 0) at the last step
+            floor = min(1.0, float(self.recipe.get("lr_min", 0.0)) / float(self.recipe.get("lr", 1e-3)))
+            cosine = 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
+            factor *= floor + (1 - floor) * cosine
         return factor
 
     def _save_state(self, step: int, optimizer, scheduler) -> None:
@@ -305,7 +313,7 @@ class Trainer:
         name = f"{self.cfg.engine}-{self.adapter.backbone_identity().replace(':', '-')}"
         return self.adapter.export(self.out / name, metrics=metrics, steps=self.steps_done,
                                    training_data=_data_hash(self.cfg), recipe=self.recipe,
-                                   seed=self.cfg.seed, batch_size=self.cfg.batch_size)
+                                   seed=self.cfg.seed, batch_size=self.batch_size)
 
     def validate(self) -> dict[str, float]:
         return self.adapter.validate(self.val_items, self._features, seed=self.cfg.seed)

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="fine-tune an engine's plugin on exported annotations",
         description="Train ENGINE's plugin on a COCO instances file (our export or any "
                     "standard one) on top of a frozen SAM / SAM 2 checkpoint.")
-    tr.add_argument("engine", metavar="ENGINE", help="hq-sam, stable-sam, pmg-sam, or sam (whole model)")
+    tr.add_argument("engine", metavar="ENGINE",
+                    help="hq-sam, stable-sam, pmg-sam, ip-sam, or sam (whole model)")
     _data_args(tr)
     tr.add_argument("--backbone", required=True, metavar="CKPT",
                     help="SAM / SAM 2 checkpoint the plugin sits on (sam: or scratch:tiny)")
@@ -30,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "folder's plugins/ENGINE, where the window finds it)")
     tr.add_argument("--steps", type=int, default=None, help="optimiser steps (default: --epochs)")
     tr.add_argument("--epochs", type=float, default=1.0)
-    tr.add_argument("--batch-size", type=int, default=4, help="global batch (split over processes)")
+    tr.add_argument("--batch-size", type=int, default=None,
+                    help="global batch (split over processes); default: the engine's recipe "
+                         "(ip-sam 1, else 4)")
     tr.add_argument("--lr", type=float, default=None, help="default: the engine's recipe")
     tr.add_argument("--optimizer", choices=("adam", "adamw"), default=None)
     tr.add_argument("--schedule", choices=("constant", "step", "cosine"), default=None)

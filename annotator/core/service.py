@@ -79,6 +79,8 @@ class _Request:
     options: dict | None = None     # propose: the proposer's options (classes for "text")
     fine_edges: bool = False
     coalesce: bool = True
+    engine: str | None = None       # propose: this engine, no fallback
+    preset: str | None = None       # propose "auto": this Auto preset's engines first
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,22 @@ class _OpenFailure:
 _NO_IMAGE = object()
 
 
-def _as_resolver(engines: Any) -> Callable[[str, bool], Any]:
+def _as_resolver(engines: Any) -> Callable[..., Any]:
+    """resolve(task, fine_edges, engine=None, preset=None) -> Routed."""
     route = getattr(engines, "route", None)
     if callable(route):      # a Router
-        return lambda task, fine_edges: route(task, fine_edges=fine_edges)
+        def by_router(task, fine_edges, engine=None, preset=None):
+            chosen = {k: v for k, v in (("engine", engine), ("preset", preset)) if v is not None}
+            return route(task, fine_edges=fine_edges, **chosen)
+        return by_router
     if callable(engines):
-        return engines
+        def by_function(task, fine_edges, engine=None, preset=None):
+            # a preset is a preference, and a resolve function has a single chain
+            if engine is not None:
+                raise CoreError(f"cannot force engine {engine!r}: this service resolves "
+                                "engines with a function, not a Router")
+            return engines(task, fine_edges)
+        return by_function
     raise TypeError("EngineService needs a Router or a resolve(task, fine_edges) callable, "
                     f"got {type(engines).__name__}")
 
@@ -173,7 +185,7 @@ class EngineService:
         self._cond = self._gate.cond
         self._opener = ImageOpener(max_side)
         self._embedder = Embedder(cache, self._gate)
-        self._routes: dict[tuple[str, bool], Any] = {}
+        self._routes: dict[tuple, Any] = {}   # (task, fine edges, engine, preset)
         self._route_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._queue: deque[_Request] = deque()
@@ -229,14 +241,23 @@ class EngineService:
 
     def propose(self, image_id: Hashable, task: str = "auto", *,
                 classes: Iterable[str] | None = None, options: dict | None = None,
-                fine_edges: bool | None = None) -> int:
+                fine_edges: bool | None = None, engine: str | None = None,
+                preset: str | None = None) -> int:
         """Queue a proposal run on the current image: "auto" finds objects with no prompt,
         "text" finds instances of the typed `classes`. `options` go to the proposer
-        (e.g. {"points_per_side": 16}); it checks them. A newer `propose` of the same image
-        supersedes this one, and `cancel` stops it between decoder batches."""
+        (e.g. {"points_per_side": 16}); it checks them. `engine` forces one engine (no
+        fallback); `preset` ("auto" only: "salient", "camouflaged", "everything", see
+        engines/manifest.py) asks the router for that Auto preset's engines first. A newer
+        `propose` of the same image supersedes this one, and `cancel` stops it between
+        decoder batches."""
         hash(image_id)
         if task not in PROPOSAL_TASKS:
             raise ValueError(f"task must be one of {', '.join(PROPOSAL_TASKS)}, got {task!r}")
+        for what, value in (("engine", engine), ("preset", preset)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{what} must be a name or None, got {value!r}")
+        if preset is not None and task != "auto":
+            raise ValueError(f"a preset is for auto requests, not {task!r}")
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be a dict, got {type(options).__name__}")
         opts = dict(options or {})
@@ -251,7 +272,8 @@ class EngineService:
         with self._cond:
             self._check_open()
             req = _Request(next(self._ids), image_id, "propose", time.perf_counter(),
-                           fine_edges=fine, task=task, options=opts)
+                           fine_edges=fine, task=task, options=opts, engine=engine,
+                           preset=preset)
             self._latest_proposal[image_id] = req.id
             return self._submit(req)
 
@@ -370,15 +392,17 @@ class EngineService:
             self._states[image_id] = event
         self._emit(event)
 
-    def _route(self, task: str, fine_edges: bool) -> Any:
+    def _route(self, task: str, fine_edges: bool, engine: str | None = None,
+               preset: str | None = None) -> Any:
+        key = (task, fine_edges, engine, preset)
         with self._route_lock:   # routers build engines lazily; build each once
-            routed = self._routes.get((task, fine_edges))
+            routed = self._routes.get(key)
             if routed is None:
-                routed = self._resolve(task, fine_edges)
+                routed = self._resolve(task, fine_edges, engine=engine, preset=preset)
                 if not (hasattr(routed, "engine") and hasattr(routed, "name")):
                     raise TypeError(f"resolve({task!r}) returned {type(routed).__name__}, "
                                     "not a Routed (with .engine and .name)")
-                self._routes[(task, fine_edges)] = routed
+                self._routes[key] = routed
             return routed
 
     def _stale_reason(self, req: _Request) -> str | None:
@@ -504,7 +528,7 @@ class EngineService:
         job = self._start_job(req)
         try:
             opened = self._opened_image(req)
-            routed = self._route(req.task, req.fine_edges)
+            routed = self._route(req.task, req.fine_edges, req.engine, req.preset)
             propose = getattr(routed.engine, "propose", None)
             if not callable(propose):
                 raise CoreError(f"engine {routed.name} cannot propose objects ({req.task})")

@@ -43,6 +43,18 @@ class EngineSession:
             return str(exc)
         return None
 
+    def preset_problem(self, preset: str) -> str | None:
+        """None when an engine of this Auto preset ("salient", "camouflaged",
+        "everything") is installed, else what to install. A resolve function has one
+        chain for every preset, so it has no problem with any."""
+        check = getattr(self.engines, "preset_problem", None)
+        if not callable(check):
+            return None
+        try:
+            return check(preset)
+        except EngineError as exc:
+            return str(exc)
+
     def batch_proposer(self, task: str = "auto", engine: str | None = None,
                        classes: tuple[str, ...] = (), options: dict | None = None):
         """An `ImageProposer` for batch auto-labelling from the window: the same engines

@@ -141,6 +141,7 @@ class MainWindow(QMainWindow):
         self.auto_button = QPushButton("Auto", self)
         self.auto_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         bar.addWidget(self.auto_button)
+        bar.addWidget(self.review.presets)
         bar.addWidget(self.review.slider)
         self.review.update_auto()
         self.fine_edges = QCheckBox("Fine edges", self)

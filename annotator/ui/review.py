@@ -6,13 +6,17 @@ bring the drawing up to date (`refresh`). Proposal answers arrive as service eve
 the GUI thread (through the EventBridge) and are stored with `runs.store_proposals`, so
 a crash right after loses nothing. Only candidates scoring at least the threshold (the
 toolbar slider, kept in QSettings) are shown, clickable and taken by "all shown".
+Beside Auto, a small choice of what it looks for (the manifest's Auto presets: salient
+objects, camouflaged / medical, everything; kept in QSettings): the router tries that
+preset's engines first; an entry none of whose engines is installed is disabled, and its
+tooltip says what to install.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QWidget
 
 from annotator.core.automation import review as rv
 from annotator.core.automation.autolabel import parse_classes
@@ -21,8 +25,11 @@ from annotator.core.automation.runs import RunSettings, new_run_id, store_propos
 from annotator.core.errors import CoreError
 from annotator.ui.candidate_layer import Entry, ShapeCache
 from annotator.ui.targets import Target, candidate
+from engines.manifest import AUTO_PRESETS
 
 THRESHOLD_KEY = "review/threshold"
+PRESET_KEY = "review/auto_preset"
+DEFAULT_PRESET = "salient"
 
 
 class ThresholdSlider(QWidget):
@@ -60,6 +67,36 @@ class ThresholdSlider(QWidget):
         self.label.setText(f"score ≥ {self.value:.2f}")
 
 
+class PresetChoice(QComboBox):
+    """What Auto looks for: one entry an Auto preset (engines/manifest.py)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        for name, label in AUTO_PRESETS.items():
+            self.addItem(label.removeprefix("Auto: "), name)
+        self.setToolTip("what Auto (G) looks for")
+
+    @property
+    def preset(self) -> str:
+        return str(self.currentData())
+
+    def set_preset(self, name: str) -> None:
+        index = self.findData(name)
+        self.setCurrentIndex(index if index >= 0 else self.findData(DEFAULT_PRESET))
+
+    def set_problems(self, problems: dict[str, str | None]) -> None:
+        """Disable the entries whose engines are missing; their tooltip says why."""
+        model = self.model()
+        for i in range(self.count()):
+            name = self.itemData(i)
+            problem = problems.get(name)
+            model.item(i).setEnabled(problem is None)
+            self.setItemData(i, f"not installed: {problem}" if problem else
+                             f"{AUTO_PRESETS[name]}: its engines first, then any other proposer",
+                             Qt.ItemDataRole.ToolTipRole)
+
+
 class Review(QObject):
     """The window's review controller (`w` is the MainWindow)."""
     status = Signal(str)
@@ -79,6 +116,9 @@ class Review(QObject):
             saved = 0.0
         self.slider.set_value(saved)
         self.slider.changed.connect(self._threshold_changed)
+        self.presets = PresetChoice(window)
+        self.presets.set_preset(str(window.settings.value(PRESET_KEY, DEFAULT_PRESET)))
+        self.presets.currentIndexChanged.connect(self._preset_changed)
 
     @property
     def threshold(self) -> float:
@@ -93,14 +133,28 @@ class Review(QObject):
 
     def update_auto(self) -> None:
         """Auto is enabled only when a proposer is installed (the tooltip says what to
-        install otherwise)."""
+        install otherwise); so is each preset entry."""
         problem = self.problem("auto")
         self.w.auto_button.setEnabled(problem is None)
-        self.w.auto_button.setToolTip(f"Auto is off: {problem}" if problem else
-                                      "propose every salient object as candidates (G)")
+        self.presets.setEnabled(problem is None)
+        session = self.w.session
+        check = getattr(session, "preset_problem", None)
+        self.presets.set_problems({name: (check(name) if callable(check) else problem)
+                                   for name in AUTO_PRESETS})
+        self._auto_tooltip(problem)
+
+    def _auto_tooltip(self, problem: str | None = None) -> None:
+        self.w.auto_button.setToolTip(
+            f"Auto is off: {problem}" if problem else
+            f"propose objects as candidates (G): {AUTO_PRESETS[self.presets.preset].lower()}")
+
+    def _preset_changed(self, _index: int) -> None:
+        self.w.settings.setValue(PRESET_KEY, self.presets.preset)
+        if self.w.auto_button.isEnabled():
+            self._auto_tooltip()
 
     def auto(self) -> None:
-        self._ask("auto")
+        self._ask("auto", preset=self.presets.preset)
 
     def text(self, text: str) -> None:
         try:
@@ -110,7 +164,7 @@ class Review(QObject):
             return
         self._ask("text", classes)
 
-    def _ask(self, task: str, classes: tuple[str, ...] = ()) -> None:
+    def _ask(self, task: str, classes: tuple[str, ...] = (), preset: str | None = None) -> None:
         problem = self.problem(task)
         if problem:
             self.status.emit(problem)
@@ -121,12 +175,14 @@ class Review(QObject):
             return
         try:
             request = self.w.session.service.propose(image_id, task,
-                                                     classes=list(classes) or None)
+                                                     classes=list(classes) or None,
+                                                     preset=preset)
         except (CoreError, RuntimeError, TypeError, ValueError) as exc:
             self.status.emit(f"cannot ask the engine: {exc}")
             return
         self._requests[image_id] = (request, classes)
-        what = ", ".join(classes) if classes else "every object"
+        what = ", ".join(classes) if classes else \
+            AUTO_PRESETS[preset].removeprefix("Auto: ") if preset else "every object"
         self.status.emit(f"proposing {what}…")
 
     def on_event(self, event: Any) -> None:

@@ -28,13 +28,21 @@ from engines.ip_sam.lora import (
     lora_state,
     merge_lora,
 )
-from engines.ip_sam.loss import ip_sam_loss, mask_loss
+from engines.ip_sam.loss import ip_sam_loss, loss_from_logits, mask_loss
 from engines.ip_sam.model import IpSam, IpSamHeads, IpSamOutput, count_parameters
 from engines.ip_sam.psg import PromptSpaceGating
 from engines.ip_sam.refine import LateralInhibition, RefinementHead
 from engines.ip_sam.spg import SelfPromptGenerator, SelfPrompts
 from engines.ip_sam.tiny import tiny_ip_sam
-from engines.ip_sam.weights import ENGINE, find_plugin, plugin_state, save_ip_plugin
+from engines.ip_sam.weights import (
+    ENGINE,
+    backbone_arch,
+    find_plugin,
+    plugin_config,
+    plugin_state,
+    save_ip_plugin,
+    split_plugin_state,
+)
 
 __all__ = [
     "ENGINE",
@@ -52,6 +60,7 @@ __all__ = [
     "SelfPrompts",
     "TaskDecoder",
     "add_lora",
+    "backbone_arch",
     "build_sam2",
     "count_parameters",
     "find_plugin",
@@ -60,12 +69,15 @@ __all__ = [
     "lora_layers",
     "lora_parameter_count",
     "lora_state",
+    "loss_from_logits",
     "mask_loss",
     "merge_lora",
     "meta_parameters",
     "meta_sam2",
+    "plugin_config",
     "plugin_state",
     "sam2_arch_of",
     "save_ip_plugin",
+    "split_plugin_state",
     "tiny_ip_sam",
 ]

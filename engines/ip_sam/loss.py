@@ -31,12 +31,22 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
 def ip_sam_loss(out: IpSamOutput, target: torch.Tensor, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(total, {"spg", "coarse", "refined"} parts) for a (B, 1, H, W) target."""
-    target = (target > 0.5).to(out.logits.dtype)
-    parts = {"coarse": mask_loss(out.coarse, target)}
-    if out.mask_pos is not None:
-        parts["spg"] = mask_loss(out.mask_pos, target) + mask_loss(out.mask_neg, 1 - target)
-    if out.refined is not None:
-        parts["refined"] = mask_loss(out.refined, target)
+    return loss_from_logits(out.coarse, target, refined=out.refined, mask_pos=out.mask_pos,
+                            mask_neg=out.mask_neg, weights=weights)
+
+
+def loss_from_logits(coarse: torch.Tensor, target: torch.Tensor, *, refined: torch.Tensor | None = None,
+                     mask_pos: torch.Tensor | None = None, mask_neg: torch.Tensor | None = None,
+                     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`ip_sam_loss` on the output's logits alone (what the training adapter hands on):
+    the SPG term when both self-prompts are given, the refinement term when `refined` is."""
+    target = (target > 0.5).to(coarse.dtype)
+    parts = {"coarse": mask_loss(coarse, target)}
+    if mask_pos is not None and mask_neg is not None:
+        parts["spg"] = mask_loss(mask_pos, target) + mask_loss(mask_neg, 1 - target)
+    if refined is not None:
+        parts["refined"] = mask_loss(refined, target)
     w = dict(zip(("spg", "coarse", "refined"), weights))
     total = sum(w[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
