@@ -86,6 +86,11 @@ class Router:
         head = NOT_INSTALLED_HINT.get(task, f"no engine can answer a {task} prompt")
         raise EngineError(f"{head} ({'; '.join(skipped)})")
 
+    def unavailable(self, name: str, task: str = "points") -> str | None:
+        """Why engine `name` cannot answer `task` here (None: it can), without building
+        it: the window disables controls that nothing could serve."""
+        return self._unavailable_reason(name, task)
+
     def _unavailable_reason(self, name: str, task: str) -> str | None:
         try:
             spec = get_spec(name)
