@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QInputDialog, QListWidget,
-                               QListWidgetItem, QWidget)
+                               QListWidgetItem, QPushButton, QWidget)
 
 from annotator.core.dataset import CategoryRecord
 from annotator.ui.widgets import list_with_buttons
@@ -56,6 +56,12 @@ class CategoryPanel(QWidget):
                         "with it; Ctrl+Z undoes)", self.ask_delete),
             ("▲", "move the class up (digit keys follow the list)", lambda: self.move(-1)),
             ("▼", "move the class down", lambda: self.move(1))))
+        for button in self.findChildren(QPushButton):      # the panel stays narrow
+            if button.text() in ("▲", "▼"):
+                button.setMaximumWidth(26)
+            else:
+                button.setMinimumWidth(0)
+                button.setMaximumWidth(button.fontMetrics().horizontalAdvance(button.text()) + 14)
         self._categories: list[CategoryRecord] = []
         self.order: list[int] = []        # category ids top first (the rest: by id, after)
 

@@ -16,15 +16,19 @@ def confirm(w, text: str) -> None:
 
 def install(w) -> None:
     """Called once the window's canvas, brush, menus and status bar exist."""
-    w.zoom_label = QLabel("zoom: —", w)
-    w.zoom_label.setToolTip("view pixels per image pixel (F fits, wheel zooms)")
+    w.zoom_label = QLabel("—", w)
+    w.zoom_label.setToolTip("zoom: view pixels per image pixel (F fits, wheel zooms)")
     w.statusBar().insertPermanentWidget(0, w.zoom_label)
-    w.canvas.zoom_changed.connect(lambda z: w.zoom_label.setText(f"zoom: {z * 100:.0f}%"))
+    w.canvas.zoom_changed.connect(lambda z: w.zoom_label.setText(zoom_text(z)))
     if w.canvas.image_size is not None:
-        w.zoom_label.setText(f"zoom: {w.canvas.zoom * 100:.0f}%")
+        w.zoom_label.setText(zoom_text(w.canvas.zoom))
     w.canvas.set_brush_radius(w.brush.radius)
     w.brush.radius_changed.connect(w.canvas.set_brush_radius)
     install_fill_menu(w)
+
+
+def zoom_text(zoom: float) -> str:
+    return f"{zoom * 100:.0f}%"
 
 
 def plural(n: int, word: str) -> str:

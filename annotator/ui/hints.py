@@ -3,6 +3,7 @@ use: idle, prompting, a selected instance, brush or eraser, reviewing candidates
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QSizePolicy
 
 HINTS = {
     "idle": "Click: object · Right click: background · Drag: box · Click an instance: "
@@ -42,9 +43,13 @@ def update(w) -> None:
     if getattr(w, "hint_state", None) != now:
         w.hint_state = now
         w.hint.setText(f"  {HINTS[now]}  ")
+        w.hint.setMinimumWidth(min(w.hint.sizeHint().width(), 420))
 
 
 def install(w) -> None:
+    # the strip may be cut short on a narrow window; it never widens the window
+    w.hint.setMinimumWidth(1)
+    w.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     w.hint_pending = False
 
     def later(*_args):              # once per burst of signals
