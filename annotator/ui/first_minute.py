@@ -49,11 +49,10 @@ class ClassicOffer(QObject):
         bar = QToolBar("Notice", self.w)
         bar.setObjectName("notice-classic")
         bar.setMovable(False)
-        self.label = QLabel(
-            f"  This click was answered by the classic fallback (GrabCut), not by SAM: "
-            f"masks will be rough. Download {entry.description.split(':')[0]}{size}, the "
-            "smallest SAM, to segment objects properly.  ", bar)
-        self.label.setWordWrap(True)
+        name = entry.description.split(" (")[0]           # "SAM 2.1 Hiera-Tiny"
+        self.label = QLabel(f"  Answered by the classic fallback (GrabCut), not by SAM: "
+                            f"masks will be rough. {name}{size} is the smallest SAM.  ", bar)
+        self.label.setToolTip(entry.description)
         self.download_button = QPushButton(f"Download {OFFER}{size}", bar)
         self.download_button.clicked.connect(lambda: self.download(entry))
         dismiss = QPushButton("Dismiss", bar)

@@ -2,8 +2,9 @@
 use: idle, prompting, a selected instance, brush or eraser, reviewing candidates."""
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QSizePolicy
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtGui import QPainter, QPalette
+from PySide6.QtWidgets import QLabel
 
 HINTS = {
     "idle": "Click: object · Right click: background · Drag: box · Click an instance: "
@@ -43,13 +44,30 @@ def update(w) -> None:
     if getattr(w, "hint_state", None) != now:
         w.hint_state = now
         w.hint.setText(f"  {HINTS[now]}  ")
-        w.hint.setMinimumWidth(min(w.hint.sizeHint().width(), 420))
+        w.hint.setToolTip(HINTS[now])
+
+
+class HintLabel(QLabel):
+    """A one-line label that asks for at most MAX_PX and shows what does not fit elided
+    (the whole text in its tooltip): the strip never widens the window."""
+    MAX_PX = 470
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), self.MAX_PX), hint.height())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(min(120, super().minimumSizeHint().width()), super().minimumSizeHint().height())
+
+    def paintEvent(self, _event) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             self.width())
+        painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignVCenter), text)
 
 
 def install(w) -> None:
-    # the strip may be cut short on a narrow window; it never widens the window
-    w.hint.setMinimumWidth(1)
-    w.hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     w.hint_pending = False
 
     def later(*_args):              # once per burst of signals

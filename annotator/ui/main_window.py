@@ -131,11 +131,7 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         self.addToolBar(bar)
         self.toolbar = bar
-        hint = QLabel("  Click: object · Right click: background · Drag: box · Enter: "
-                      "accept · Esc: clear · F1: keys  ", self)
-        hint.setToolTip("with no prompt, a click on an instance or a candidate selects it; "
-                        "Shift+click is a background point too")
-        hint.setStyleSheet("color: gray")
+        hint = hints.HintLabel(self)        # its text follows the tool (hints.py)
         bar.addWidget(hint)
         self.hint = hint                    # hints.py changes it with the tool
         bar.addSeparator()
