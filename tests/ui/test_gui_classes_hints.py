@@ -132,3 +132,24 @@ def test_hint_strip_follows_the_tool(qtbot, image_folder, settings_path, classic
     shown("instance")
     w.instances.select([])
     shown("idle")
+
+
+def test_hint_strip_for_candidates_and_tab_with_one(qtbot, image_folder, settings_path):
+    from PySide6.QtWidgets import QApplication
+
+    from annotator.core.dataset import CandidateRecord
+    from annotator.core.geometry import mask_to_rle
+    w = open_window(qtbot, image_folder, None, settings_path)
+    (cand,) = w.project.add_candidates(w.image_id, [CandidateRecord(
+        id=0, image_id=w.image_id, rle=mask_to_rle(square(96, 128, (20, 20, 100, 70))),
+        score=0.9, engine="test")])
+    w._flush()
+    QApplication.processEvents()
+    qtbot.waitUntil(lambda: w.canvas.candidates is not None
+                    and bool(w.canvas.candidates.entries), timeout=WAIT_MS)
+    key(qtbot, w, Qt.Key.Key_Tab)                           # selects the only candidate
+    assert w.review.selected == cand.id
+    qtbot.waitUntil(lambda: w.hint.text().strip() == hints.HINTS["review"], timeout=WAIT_MS)
+    key(qtbot, w, Qt.Key.Key_Tab)
+    assert w.statusBar().currentMessage() == "only one candidate on this image"
+    w.shutdown()
