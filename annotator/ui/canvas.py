@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsItem, QGraphicsPathItem,
+from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem,
                                QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene,
                                QGraphicsView)
 
 from annotator.ui.candidate_layer import CandidateLayer, Entry, outline_path, shape_of
 from annotator.ui.mask_style import DEFAULT_FILL, PREVIEW_FILL, contrast_color, fill_alpha
+from annotator.ui.overlays import ANTS_MS, AntsItem, brush_circle_item, style_brush_circle
 from annotator.ui.targets import CANDIDATE
 
 DRAG_PIXELS = 5            # a press that moves less than this (view pixels) is a click
@@ -29,8 +30,6 @@ ZOOM_STEP = 1.15           # per wheel notch
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 Z_IMAGE, Z_ANNOTATION, Z_PREVIEW, Z_PROMPT = 0, 10, 20, 30
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-ANTS_MS = 120              # the preview outline moves one step this often
-ANTS_DASH = 4              # dash and gap length, screen pixels
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
@@ -91,36 +90,6 @@ def _tinted(crop: np.ndarray, x0: int, y0: int, color: QColor, fill_alpha: int,
 def crop_pixmap(crop, color: QColor, fill_alpha: int) -> tuple[QPixmap, int, int]:
     """`mask_pixmap` of a mask_cache.Crop: no search for the box, the crop is it."""
     return _tinted(crop.mask, crop.x0, crop.y0, color, fill_alpha)
-
-
-class AntsItem(QGraphicsItem):
-    """The preview's outline: white dashes over a black line, moving one step at each
-    `march` (cosmetic pens: the same on screen at every zoom)."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-        self.offset = 0.0
-        self._bounds = path.boundingRect().adjusted(-2, -2, 2, 2)
-
-    def boundingRect(self) -> QRectF:
-        return self._bounds
-
-    def march(self) -> None:
-        self.offset = (self.offset + 1) % (2 * ANTS_DASH)
-        self.update()
-
-    def paint(self, painter, option, widget=None) -> None:
-        under = QPen(QColor(0, 0, 0), 2.0)
-        under.setCosmetic(True)
-        painter.setPen(under)
-        painter.drawPath(self.path)
-        dashes = QPen(QColor(255, 255, 255), 2.0)
-        dashes.setCosmetic(True)
-        dashes.setDashPattern([ANTS_DASH / 2, ANTS_DASH / 2])   # in pen widths
-        dashes.setDashOffset(self.offset / 2)
-        painter.setPen(dashes)
-        painter.drawPath(self.path)
 
 
 class Canvas(QGraphicsView):
@@ -282,7 +251,7 @@ class Canvas(QGraphicsView):
         return item if item is not None and item.isVisible() else None
 
     def _show_brush(self, view_pos) -> None:
-        """The circle follows the cursor in brush/eraser mode, over the image only."""
+        """The circle follows the cursor in brush/eraser mode, over the view only."""
         inside = self.mode != "prompt" and self.image_size is not None \
             and self.viewport().rect().contains(view_pos)
         if not inside:
@@ -290,19 +259,9 @@ class Canvas(QGraphicsView):
                 self._brush_circle.setVisible(False)
             return
         if self._brush_circle is None:
-            item = QGraphicsEllipseItem()
-            pen = QPen(QColor(255, 255, 255), 1.5)
-            pen.setCosmetic(True)
-            item.setPen(pen)
-            item.setZValue(Z_PROMPT + 1)
-            self.scene().addItem(item)
-            self._brush_circle = item
-            self.set_brush_radius(self.brush_radius)
-        erasing = self.mode == "eraser"
-        pen = self._brush_circle.pen()
-        pen.setColor(QColor(255, 90, 90) if erasing else QColor(255, 255, 255))
-        pen.setStyle(Qt.PenStyle.DashLine if erasing else Qt.PenStyle.SolidLine)
-        self._brush_circle.setPen(pen)
+            self._brush_circle = brush_circle_item(self.brush_radius, Z_PROMPT + 1)
+            self.scene().addItem(self._brush_circle)
+        style_brush_circle(self._brush_circle, erasing=self.mode == "eraser")
         self._brush_circle.setPos(self.mapToScene(view_pos))
         self._brush_circle.setVisible(True)
 

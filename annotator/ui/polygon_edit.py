@@ -50,7 +50,7 @@ def spaced(vx: np.ndarray, vy: np.ndarray, starts, min_px: float = SPACING_PX) -
     if step.size == 0 or step.min() >= min_px:
         keep[:] = True               # nothing crowded: every handle (the common case)
         return keep
-    first = set(int(i) for i in starts)
+    first = {int(i) for i in starts}
     xs, ys = vx.tolist(), vy.tolist()
     lx = ly = 0.0
     limit = min_px * min_px

@@ -69,7 +69,7 @@ def test_a_scene_the_engine_cannot_separate_is_said(engine):
     """A smooth grey ground and a smooth sky and a low-contrast object: whatever the mask,
     it stays small, or the answer says it could not separate the object."""
     h, w = 400, 600
-    yy, xx = np.mgrid[:h, :w]
+    yy = np.mgrid[:h, :w][0]
     image = np.zeros((h, w, 3), np.float64)
     image[:] = (120, 120, 125)
     image[: h // 2] = np.stack([150 + 0.1 * yy[: h // 2]] * 3, -1)    # sky, a gradient
