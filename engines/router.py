@@ -120,6 +120,11 @@ class Router:
             return None
         return f"{AUTO_PRESETS[preset]} needs {' or '.join(names)} ({'; '.join(reasons)})"
 
+    def unavailable(self, name: str, task: str = "points") -> str | None:
+        """Why engine `name` cannot answer `task` here (None: it can), without building
+        it: the window disables controls that nothing could serve."""
+        return self._unavailable_reason(name, task)
+
     def _unavailable_reason(self, name: str, task: str) -> str | None:
         try:
             spec = get_spec(name)

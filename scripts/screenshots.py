@@ -6,9 +6,11 @@ Starts Xvfb when no display is set (`Xvfb :99 -screen 0 1400x900x24 -nolisten tc
 Makefile's system-deps step installs it), opens the bundled sample photos in the real
 window (`annotator gui`'s session factory with the classic engine: an empty models folder,
 a temporary project and settings), then drives it with real mouse and key events: a click
-on the coffee cup and its preview, accepting it as class "cup", boxes around the cat's eyes
+on the coffee cup and its preview (with the one-time offer of SAM 2.1), accepting it as class "cup", boxes around the cat's eyes
 (accepted as "eye") and its nose (left as a preview) on another image, and the instance
-list; then Help ▸ Keyboard shortcuts and, after File ▸ Close project, the start page.
+list; boxes around the rocket, its towers and its pad accepted as three classes (the
+mask colours) and the brush circle on the rocket; then Help ▸ Keyboard shortcuts and,
+after File ▸ Close project, the start page.
 Each step's window is saved with `QWidget.grab()`.
 """
 from __future__ import annotations
@@ -176,7 +178,8 @@ def run_session(out: Path, work: Path) -> list[Path]:
         if cup is None:
             raise SystemExit("screenshots: could not add the class 'cup'")
         s.click(290, 150)                                   # the coffee cup
-        s.shot("01-click-preview.png")
+        s.shot("01-click-preview.png")                      # with the offer of SAM 2.1
+        window.classic_offer.close()                        # the other shots without it
         s.key(Qt.Key.Key_Return)                            # accept as "cup"
         wait_for(lambda: bool(window.canvas.instance_ids), "the accepted instance")
         s.shot("02-accepted-instance.png")
@@ -195,6 +198,29 @@ def run_session(out: Path, work: Path) -> list[Path]:
         s.drag(230, 215, 300, 275)                          # ... its box, left as a preview
         window.instances.select(window.canvas.instance_ids[1:2])
         s.shot("03-box-and-instances.png")
+
+        s.open("rocket.jpg")                                # several instances, new colours
+        window.canvas.setFocus()
+        for name, boxes in (("rocket", [(300, 122, 345, 408)]),
+                            ("tower", [(162, 118, 212, 410), (432, 118, 474, 420)]),
+                            ("pad", [(262, 400, 382, 427)])):
+            if window.add_class(name) is None:
+                raise SystemExit(f"screenshots: could not add the class {name!r}")
+            for box in boxes:
+                s.drag(*box)
+                s.key(Qt.Key.Key_Return)
+        wait_for(lambda: len(window.canvas.instance_ids) == 4, "the four rocket instances")
+        window.instances.select([])
+        s.shot("06-photo-instances.png")
+        from PySide6.QtTest import QTest
+        window.instances.select(window.canvas.instance_ids[:1])     # the rocket: the brush
+        s.key(Qt.Key.Key_B)
+        for _ in range(4):
+            s.key(Qt.Key.Key_BracketRight)
+        QTest.mouseMove(window.canvas.viewport(), window.canvas.image_to_view(352, 260))
+        settle()
+        s.shot("07-brush-circle.png")
+        s.key(Qt.Key.Key_Escape)
 
         from annotator.ui.shortcuts import show_shortcuts     # Help > Keyboard shortcuts (F1)
         sheet = show_shortcuts(window)

@@ -330,6 +330,38 @@ class RecolorCategory(SnapshotCommand):
         return []
 
 
+class DeleteCategory(SnapshotCommand):
+    """Delete a class in one step: its annotations (on every image) move to the class
+    `move_to`, or are deleted with it when `move_to` is None. The snapshot holds the class
+    and those annotations, so undo brings back both exactly (ids, masks, order)."""
+
+    def __init__(self, category_id: int, move_to: int | None = None):
+        super().__init__()
+        self.id, self.move_to = category_id, move_to
+        self.description = "Delete class"
+        self.annotation_ids: list[int] = []
+
+    def _keys_before(self, project: Project) -> list[Key]:
+        rec = project.category(self.id)
+        self.description = f"Delete class {rec.name!r}"
+        if self.move_to is not None:
+            if self.move_to == self.id:
+                raise ProjectError(f"{project.path}: class {rec.name!r} cannot take its own "
+                                   "annotations")
+            project.category(self.move_to)              # it exists
+        self.annotation_ids = [a.id for a in project.annotations() if a.category_id == self.id]
+        return [("category", self.id)] + [("annotation", i) for i in self.annotation_ids]
+
+    def _apply(self, project: Project) -> list[Key]:
+        for ident in self.annotation_ids:
+            if self.move_to is None:
+                project.delete_annotation(ident)
+            else:
+                project.set_category(ident, self.move_to)
+        project.delete_category(self.id)
+        return []
+
+
 # ---- the stack ------------------------------------------------------------------------
 
 class CommandStack:

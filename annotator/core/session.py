@@ -55,6 +55,12 @@ class EngineSession:
         except EngineError as exc:
             return str(exc)
 
+    def engine_problem(self, name: str, task: str = "points") -> str | None:
+        """Why the engine `name` cannot answer `task` (None: it can, or the engines are a
+        plain resolver that cannot tell without building one)."""
+        check = getattr(self.engines, "unavailable", None)
+        return check(name, task) if callable(check) else None
+
     def batch_proposer(self, task: str = "auto", engine: str | None = None,
                        classes: tuple[str, ...] = (), options: dict | None = None):
         """An `ImageProposer` for batch auto-labelling from the window: the same engines

@@ -41,6 +41,11 @@ def _opener(w):
     return opener_of(w)
 
 
+def _tab(w) -> None:
+    from annotator.ui.honest import tab
+    tab(w)
+
+
 def _shortcuts(w) -> None:
     from annotator.ui.shortcuts import show_shortcuts
     show_shortcuts(w)
@@ -67,7 +72,7 @@ ACTIONS: tuple[Act, ...] = (
         lambda w: w.accept_preview(), separator=True),
     Act("Edit", "Clear prompt / leave brush", ("Esc",), lambda w: w.escape()),
     Act("Edit", "Next candidate mask (or next candidate)", ("Tab",),
-        lambda w: w.labeler.cycle_candidate() or w.review.cycle(1)),
+        lambda w: _tab(w)),
     Act("Edit", "Delete selected vertex, candidate or instances", ("Del", "Backspace"),
         lambda w: w.delete_key(), separator=True),
     Act("Edit", "Selected instances to current class", ("C",),

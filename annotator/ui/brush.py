@@ -19,6 +19,7 @@ MIN_RADIUS, MAX_RADIUS = 1, 200
 
 class BrushTool(QObject):
     status = Signal(str)
+    radius_changed = Signal(int)
 
     def __init__(self, project: Project, canvas: Canvas, selected: Callable[[], list[Target]],
                  color_of: Callable[[Target], object], push: Callable,
@@ -40,6 +41,7 @@ class BrushTool(QObject):
         if scaled == self.radius:
             scaled += 1 if factor > 1 else -1
         self.radius = max(MIN_RADIUS, min(MAX_RADIUS, scaled))
+        self.radius_changed.emit(self.radius)
         self.status.emit(f"brush radius {self.radius} px")
 
     def on_paint(self, x: float, y: float, phase: str) -> None:

@@ -3,7 +3,9 @@
 It draws the image, the accepted instances (one tinted pixmap per instance, cropped to its
 box), the preview mask and the prompt markers, and turns gestures into signals in image
 coordinates: left click = object point, right click or Shift+left = background point,
-left drag = box, Ctrl+left = pick the instance under the cursor. Pending candidates are
+left drag = box, Ctrl+left = pick the instance under the cursor. Masks are drawn as
+mask_style.py says (fill, outline, contrasting ring; the preview with marching ants);
+in brush/eraser mode a circle of the brush's size follows the cursor. Pending candidates are
 drawn by one CandidateLayer; `click_filter(x, y)` may claim a plain left click (selecting
 a candidate or an instance, picking.py) before it becomes a point. Wheel zooms at the cursor;
 middle drag or Space+left drag pans.
@@ -12,12 +14,15 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPixmapItem, QGraphicsRectItem,
-                               QGraphicsScene, QGraphicsView)
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QCursor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem,
+                               QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene,
+                               QGraphicsView)
 
-from annotator.ui.candidate_layer import CandidateLayer, Entry, shape_of
+from annotator.ui.candidate_layer import CandidateLayer, Entry, outline_path, shape_of
+from annotator.ui.mask_style import DEFAULT_FILL, PREVIEW_FILL, contrast_color, fill_alpha
+from annotator.ui.overlays import ANTS_MS, AntsItem, brush_circle_item, style_brush_circle
 from annotator.ui.targets import CANDIDATE
 
 DRAG_PIXELS = 5            # a press that moves less than this (view pixels) is a click
@@ -36,36 +41,55 @@ def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
 
 
 def mask_pixmap(mask: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: int = 255,
-                edge_color: QColor | None = None) -> tuple[QPixmap, int, int] | None:
-    """A tinted, cropped picture of a mask with an opaque outline: (pixmap, x0, y0), or
-    None for an empty mask. Cropping keeps memory proportional to the object."""
+                halo: bool = True) -> tuple[QPixmap, int, int] | None:
+    """A tinted, cropped picture of a mask with an opaque outline and, with `halo`, a
+    contrasting ring around it (mask_style.py): (pixmap, x0, y0), or None for an empty
+    mask. Cropping keeps memory proportional to the object."""
     rows = np.any(mask, axis=1)
     if not rows.any():
         return None
     cols = np.any(mask, axis=0)
     y0, y1 = int(np.argmax(rows)), len(rows) - int(np.argmax(rows[::-1]))
     x0, x1 = int(np.argmax(cols)), len(cols) - int(np.argmax(cols[::-1]))
-    return _tinted(mask[y0:y1, x0:x1], color, fill_alpha, edge_alpha, edge_color), x0, y0
+    return _tinted(mask[y0:y1, x0:x1], x0, y0, color, fill_alpha, edge_alpha, halo)
 
 
-def _tinted(crop: np.ndarray, color: QColor, fill_alpha: int, edge_alpha: int = 255,
-            edge_color: QColor | None = None) -> QPixmap:
-    """The picture of a mask cropped to its box: fill, and an outline where a pixel has
-    a 4-neighbour outside the mask (the box's border counts as outside)."""
+def _tinted(crop: np.ndarray, x0: int, y0: int, color: QColor, fill_alpha: int,
+            edge_alpha: int = 255, halo: bool = True) -> tuple[QPixmap, int, int]:
+    """The picture of a mask cropped to its box at (x0, y0): fill, an outline where a
+    pixel has a 4-neighbour outside the mask (the box's border counts as outside), and
+    the halo one pixel outside that (the picture grows by one pixel on each side).
+
+    One byte per pixel says which of the four it is, and an indexed QImage's colour table
+    colours it (no per-pixel RGBA array in numpy: accepting 100 candidates stays fast)."""
     m = np.ascontiguousarray(crop, dtype=np.uint8)
+    if halo:
+        m = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        x0, y0 = x0 - 1, y0 - 1
     inner = cv2.erode(m, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    edge = edge_color or color
-    palette = np.array([(0, 0, 0, 0), (color.red(), color.green(), color.blue(), fill_alpha),
-                        (edge.red(), edge.green(), edge.blue(), edge_alpha)], np.uint8)
-    rgba = palette[m + (m & (1 - inner))]        # 0 outside, 1 inside, 2 on the edge
-    h, w = m.shape
-    image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-    return QPixmap.fromImage(image)
+    rgb = color.rgb() & 0xFFFFFF
+    fill, edge = (fill_alpha << 24) | rgb, (edge_alpha << 24) | rgb
+    if halo:      # 0 outside, 1 on the ring outside, 2 on the edge, 3 inside
+        index = cv2.dilate(m, _CROSS)
+        index += m
+        index += inner
+        ring = contrast_color(color).rgb() & 0xFFFFFF
+        table = [0, (min(edge_alpha, 220) << 24) | ring, edge, fill]
+    else:         # 0 outside, 1 inside, 2 on the edge
+        index = m + m
+        index -= inner
+        table = [0, fill, edge]
+    h, w = index.shape
+    image = QImage(index.data, w, h, w, QImage.Format.Format_Indexed8)
+    image.setColorTable(table)
+    # converted (a copy) before `index` goes: the pixmap owns its pixels
+    return QPixmap.fromImage(image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)), \
+        x0, y0
 
 
 def crop_pixmap(crop, color: QColor, fill_alpha: int) -> tuple[QPixmap, int, int]:
     """`mask_pixmap` of a mask_cache.Crop: no search for the box, the crop is it."""
-    return _tinted(crop.mask, color, fill_alpha), crop.x0, crop.y0
+    return _tinted(crop.mask, crop.x0, crop.y0, color, fill_alpha)
 
 
 class Canvas(QGraphicsView):
@@ -73,6 +97,8 @@ class Canvas(QGraphicsView):
     box_drawn = Signal(float, float, float, float)     # x0, y0, x1, y1
     pick_requested = Signal(float, float)              # Ctrl+click: select the instance here
     paint = Signal(float, float, str)                  # brush/eraser: x, y, start|move|end
+    zoom_changed = Signal(float)                       # view pixels per image pixel
+    mode_changed = Signal(str)                         # prompt | brush | eraser
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -100,6 +126,13 @@ class Canvas(QGraphicsView):
         self.candidates: CandidateLayer | None = None
         self.image_size: tuple[int, int] | None = None      # (H, W)
         self.message = ""       # shown instead of an image (empty folder, unreadable file)
+        self.fill_percent = DEFAULT_FILL     # mask fill opacity (View ▸ Mask fill)
+        self.brush_radius = 6                # image pixels: the circle at the cursor
+        self._brush_circle: QGraphicsEllipseItem | None = None
+        self._ants: QGraphicsPathItem | None = None     # the preview's moving outline
+        self._ants_timer = QTimer(self)
+        self._ants_timer.setInterval(ANTS_MS)
+        self._ants_timer.timeout.connect(self._march)
 
     # -- content
 
@@ -109,7 +142,8 @@ class Canvas(QGraphicsView):
         scene.clear()
         self.message = ""
         self._instances.clear()
-        self._preview = self._rubber = None
+        self._preview = self._rubber = self._brush_circle = self._ants = None
+        self._ants_timer.stop()
         self._markers = []
         self._image_item = scene.addPixmap(rgb_to_pixmap(rgb))
         self.candidates = CandidateLayer(rgb.shape[1], rgb.shape[0])
@@ -134,7 +168,9 @@ class Canvas(QGraphicsView):
         self.message = ""
         self.scene().clear()
         self._instances.clear()
-        self._image_item = self._preview = self._rubber = None
+        self._image_item = self._preview = self._rubber = self._brush_circle = None
+        self._ants = None
+        self._ants_timer.stop()
         self.candidates = None
         self._markers = []
         self.image_size = None
@@ -148,7 +184,7 @@ class Canvas(QGraphicsView):
         for z, (ann_id, crop, color, visible, selected) in enumerate(items):
             if crop is None:
                 continue
-            pixmap, x0, y0 = crop_pixmap(crop, color, 150 if selected else 90)
+            pixmap, x0, y0 = crop_pixmap(crop, color, fill_alpha(self.fill_percent, selected))
             item = self.scene().addPixmap(pixmap)
             item.setOffset(x0, y0)
             item.setZValue(Z_ANNOTATION + z * 1e-3)
@@ -163,7 +199,7 @@ class Canvas(QGraphicsView):
         if old is not None:
             self.scene().removeItem(old)
             del self._instances[ann_id]
-        made = mask_pixmap(mask, color, 150)
+        made = mask_pixmap(mask, color, fill_alpha(self.fill_percent, True))
         if made is None:
             return
         pixmap, x0, y0 = made
@@ -197,6 +233,42 @@ class Canvas(QGraphicsView):
             self.viewport().unsetCursor()
         else:
             self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        self._show_brush(self.viewport().mapFromGlobal(QCursor.pos()))
+        self.mode_changed.emit(mode)
+
+    # -- the brush circle (brush and eraser modes)
+
+    def set_brush_radius(self, radius: int) -> None:
+        self.brush_radius = int(radius)
+        if self._brush_circle is not None:
+            r = self.brush_radius
+            self._brush_circle.setRect(QRectF(-r, -r, 2 * r, 2 * r))
+
+    @property
+    def brush_circle(self) -> QGraphicsEllipseItem | None:
+        """The circle at the cursor while the brush or eraser is on (None otherwise)."""
+        item = self._brush_circle
+        return item if item is not None and item.isVisible() else None
+
+    def _show_brush(self, view_pos) -> None:
+        """The circle follows the cursor in brush/eraser mode, over the view only."""
+        inside = self.mode != "prompt" and self.image_size is not None \
+            and self.viewport().rect().contains(view_pos)
+        if not inside:
+            if self._brush_circle is not None:
+                self._brush_circle.setVisible(False)
+            return
+        if self._brush_circle is None:
+            self._brush_circle = brush_circle_item(self.brush_radius, Z_PROMPT + 1)
+            self.scene().addItem(self._brush_circle)
+        style_brush_circle(self._brush_circle, erasing=self.mode == "eraser")
+        self._brush_circle.setPos(self.mapToScene(view_pos))
+        self._brush_circle.setVisible(True)
+
+    def leaveEvent(self, event) -> None:
+        if self._brush_circle is not None:
+            self._brush_circle.setVisible(False)
+        super().leaveEvent(event)
 
     @property
     def instance_ids(self) -> list[int]:
@@ -210,15 +282,35 @@ class Canvas(QGraphicsView):
         if self._preview is not None:
             self.scene().removeItem(self._preview)
             self._preview = None
+        if self._ants is not None:
+            self.scene().removeItem(self._ants)
+            self._ants = None
+        self._ants_timer.stop()
         if mask is None:
             return
-        # a white outline tells the preview apart from accepted instances of its class
-        made = mask_pixmap(mask, color, 120, edge_color=QColor(255, 255, 255))
+        # the preview: a lighter fill without a solid edge, and marching ants around it
+        alpha = int(fill_alpha(self.fill_percent) * PREVIEW_FILL) or 40
+        made = mask_pixmap(mask, color, alpha, edge_alpha=0, halo=False)
         if made is not None:
             pixmap, x0, y0 = made
             self._preview = self.scene().addPixmap(pixmap)
             self._preview.setOffset(x0, y0)
             self._preview.setZValue(Z_PREVIEW)
+            crop = mask[y0:y0 + pixmap.height(), x0:x0 + pixmap.width()]
+            self._ants = AntsItem(outline_path(crop, x0, y0))
+            self._ants.setZValue(Z_PREVIEW + 1)
+            self.scene().addItem(self._ants)
+            self._ants_timer.start()
+
+    @property
+    def preview_outline(self) -> "AntsItem | None":
+        return self._ants
+
+    def _march(self) -> None:
+        if self._ants is None:
+            self._ants_timer.stop()
+        elif self.isVisible():
+            self._ants.march()
 
     @property
     def preview_shown(self) -> bool:
@@ -255,6 +347,7 @@ class Canvas(QGraphicsView):
         self._fitted = True
         if self._image_item is not None:
             self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+            self.zoom_changed.emit(self.zoom)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -269,6 +362,7 @@ class Canvas(QGraphicsView):
         factor = max(MIN_ZOOM / self.zoom, min(MAX_ZOOM / self.zoom, factor))
         self._fitted = False
         self.scale(factor, factor)
+        self.zoom_changed.emit(self.zoom)
 
     def image_to_view(self, x: float, y: float):
         """Viewport coordinates (QPoint) of image point (x, y): for tests and tools."""
@@ -340,6 +434,8 @@ class Canvas(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:
+        if self.mode != "prompt":
+            self._show_brush(event.position().toPoint())
         if self._pan_from is not None:
             delta = event.position() - self._pan_from
             self._pan_from = event.position()

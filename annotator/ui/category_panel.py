@@ -5,15 +5,18 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QColorDialog, QInputDialog, QListWidget,
-                               QListWidgetItem, QWidget)
+                               QListWidgetItem, QPushButton, QWidget)
 
 from annotator.core.dataset import CategoryRecord
 from annotator.ui.widgets import list_with_buttons
 
-# Colours for categories stored without one (distinct on dark and light images).
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
-           "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000",
-           "#aaffc3", "#808000", "#ffd8b1", "#000075")
+# Colours for categories stored without one: a qualitative palette of saturated hues
+# spread around the colour wheel, neighbours in the list far apart. It has no browns,
+# greys, skin or sky tones (common in photos, where a mask in them disappears) and no
+# cyan or amber (the candidates' colours, candidate_layer.py). Every class's colour can be
+# changed (Classes ▸ Colour…); masks also get a contrasting ring (mask_style.py).
+PALETTE = ("#ff00ff", "#39ff14", "#2f5bff", "#ffff00", "#9d00ff", "#00c853", "#ff1744",
+           "#c6ff00", "#0000ff", "#26ffc9", "#cc1f67")
 
 
 def category_color(cat: CategoryRecord | None) -> QColor:
@@ -35,6 +38,8 @@ class CategoryPanel(QWidget):
     add_requested = Signal(str)                   # name
     rename_requested = Signal(int, str)           # id, new name
     recolor_requested = Signal(int, str)          # id, "#rrggbb"
+    delete_requested = Signal(int)                # id (the window asks what happens next)
+    order_changed = Signal(list)                  # category ids, top first
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -43,13 +48,27 @@ class CategoryPanel(QWidget):
         self.list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.list.currentItemChanged.connect(self._current_item_changed)
         self.list.itemDoubleClicked.connect(lambda _item: self.ask_rename())
-        list_with_buttons(self, self.list, (("Add…", "", self.ask_add),
-                                            ("Rename…", "", self.ask_rename),
-                                            ("Colour…", "", self.ask_color)))
+        list_with_buttons(self, self.list, (
+            ("Add…", "", self.ask_add),
+            ("Rename…", "", self.ask_rename),
+            ("Colour…", "", self.ask_color),
+            ("Delete…", "delete the class (its annotations move to another class or go "
+                        "with it; Ctrl+Z undoes)", self.ask_delete),
+            ("▲", "move the class up (digit keys follow the list)", lambda: self.move(-1)),
+            ("▼", "move the class down", lambda: self.move(1))))
+        for button in self.findChildren(QPushButton):      # the panel stays narrow
+            if button.text() in ("▲", "▼"):
+                button.setMaximumWidth(26)
+            else:
+                button.setMinimumWidth(0)
+                button.setMaximumWidth(button.fontMetrics().horizontalAdvance(button.text()) + 14)
         self._categories: list[CategoryRecord] = []
+        self.order: list[int] = []        # category ids top first (the rest: by id, after)
 
     def set_categories(self, categories: list[CategoryRecord]) -> None:
         keep = self.current_id
+        rank = {ident: i for i, ident in enumerate(self.order)}
+        categories = sorted(categories, key=lambda c: (rank.get(c.id, len(rank)), c.id))
         self._categories = list(categories)
         self.list.blockSignals(True)
         self.list.clear()
@@ -92,6 +111,23 @@ class CategoryPanel(QWidget):
         ids = [c.id for c in self._categories]
         if category_id in ids:
             self.list.setCurrentRow(ids.index(category_id))
+
+    def move(self, step: int) -> bool:
+        """Move the current class up (-1) or down (+1) in the list."""
+        ids = [c.id for c in self._categories]
+        ident = self.current_id
+        if ident is None or not 0 <= ids.index(ident) + step < len(ids):
+            return False
+        i = ids.index(ident)
+        ids[i], ids[i + step] = ids[i + step], ids[i]
+        self.order = ids
+        self.set_categories(self._categories)
+        self.order_changed.emit(list(ids))
+        return True
+
+    def ask_delete(self) -> None:
+        if self.current is not None:
+            self.delete_requested.emit(self.current.id)
 
     def ask_add(self) -> None:
         name, ok = QInputDialog.getText(self, "New class", "Class name:")

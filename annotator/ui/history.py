@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject
 
 from annotator.core import commands as cmd
 from annotator.core.errors import CoreError
+from annotator.ui.feedback import without_paths
 
 PROJECT = None          # the key of the project stack (no image shown)
 
@@ -55,7 +56,7 @@ class History(QObject):
         try:
             return self.current.push(command)
         except CoreError as exc:
-            self.w.statusBar().showMessage(f"not done: {exc}")
+            self.w.statusBar().showMessage(f"not done: {without_paths(str(exc), self.w.project)}")
             return None
 
     def _target(self, redo: bool) -> tuple[cmd.CommandStack, int | None] | None:
@@ -114,7 +115,7 @@ class History(QObject):
         try:
             done = stack.redo() if redo else stack.undo()
         except CoreError as exc:
-            self._say(str(exc))
+            self._say(without_paths(str(exc), self.w.project))
             return
         if done is not None:
             self._say(f"{'Redid' if redo else 'Undid'} {done.description.lower()} "

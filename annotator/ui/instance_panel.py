@@ -39,11 +39,13 @@ class InstancePanel(QWidget):
         self._hidden &= set(self._ids)
         self.list.blockSignals(True)
         self.list.clear()
-        for ann in reversed(annotations):     # topmost first, as drawn
+        # numbered per image, bottom first (#1 is the first drawn); the id is in the tooltip
+        for number, ann in reversed(list(enumerate(annotations, start=1))):   # topmost first
             cat = categories.get(ann.category_id)
             name = cat.name if cat else f"class {ann.category_id}"
             how = f" · {ann.engine}" if ann.engine else ""
-            item = QListWidgetItem(swatch(category_color(cat)), f"#{ann.id} {name}{how}")
+            item = QListWidgetItem(swatch(category_color(cat)), f"#{number} {name}{how}")
+            item.setToolTip(f"annotation id {ann.id} in the project")
             item.setData(Qt.ItemDataRole.UserRole, ann.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked if ann.id in self._hidden

@@ -157,7 +157,10 @@ class Labeler(QObject):
             self.answered.emit(event.engine_name, event.explain, float(event.ms))
             n = len(event.prediction.masks)
             more = f"; Tab: {n} candidates" if n > 1 else ""
-            if not self.prompt.mask.any():
+            note = (event.prediction.extras or {}).get("note")
+            if note:                       # the engine says it could not do better
+                self.status.emit(f"{event.engine_name}: {note}")
+            elif not self.prompt.mask.any():
                 self.status.emit(f"{event.engine_name}: {event.ms:.0f} ms — found no object "
                                  f"here; add a point, redraw the box or Esc{more}")
             else:

@@ -29,7 +29,7 @@ from annotator.ui.image_list import ImageList
 from annotator.ui.instance_panel import InstancePanel
 from annotator.ui.labeling import Labeler
 from annotator.ui.mask_cache import CropCache
-from annotator.ui import picking
+from annotator.ui import class_edit, feedback, first_minute, hints, honest, picking
 from annotator.ui.polygon_edit import PolygonEditor
 from annotator.ui.review import Review
 from annotator.ui.targets import Target, annotation
@@ -90,14 +90,19 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_status()
         install_actions(self)
+        feedback.install(self)          # zoom label, View ▸ Mask fill, brush circle size
         self._connect()
+        hints.install(self)             # the hint strip follows the tool
 
         self._unsubscribe = project.subscribe(self._on_store_event)
         self.labeler.prompt_changed.connect(self._update_undo_actions)
         self.classes.set_categories(project.categories())
+        class_edit.install(self)            # class order, last class, Delete…
         self.images.set_images(project.images(), project.counts_per_image(),
                                project.pending_counts())
         self._restore_settings()
+        honest.update_fine_edges(self)      # off, saying what to install, without hq-sam
+        first_minute.ClassicOffer(self)     # on the first classic answer: offer SAM 2.1
         self._update_undo_actions()
         first = read_int(settings, self._last_image_key(), 0)
         ids = self.images.image_ids
@@ -126,12 +131,9 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         self.addToolBar(bar)
         self.toolbar = bar
-        hint = QLabel("  Click: object · Right click: background · Drag: box · Enter: "
-                      "accept · Esc: clear · F1: keys  ", self)
-        hint.setToolTip("with no prompt, a click on an instance or a candidate selects it; "
-                        "Shift+click is a background point too")
-        hint.setStyleSheet("color: gray")
+        hint = hints.HintLabel(self)        # its text follows the tool (hints.py)
         bar.addWidget(hint)
+        self.hint = hint                    # hints.py changes it with the tool
         bar.addSeparator()
         self.text_field = PromptField(self, focus_back=self.canvas)
         self.text_field.setMaximumWidth(220)
@@ -146,8 +148,7 @@ class MainWindow(QMainWindow):
         self.review.update_auto()
         self.fine_edges = QCheckBox("Fine edges", self)
         self.fine_edges.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.fine_edges.setToolTip("sharper mask edges: use the fine-edge model (hq-sam) "
-                                   "when it is installed (File ▸ Models…)")
+        self.fine_edges.setToolTip(honest.FINE_ON_TIP)
         bar.addWidget(self.fine_edges)
         bar.addSeparator()
         self.detail = DetailSlider(self)
@@ -232,6 +233,8 @@ class MainWindow(QMainWindow):
         if self.image_id is not None:
             rec = self.project.image(self.image_id)
             self.project.set_reviewed(self.image_id, not rec.reviewed)
+            feedback.confirm(self, f"{rec.file_name}: marked " + (
+                "not reviewed" if rec.reviewed else "reviewed") + " (R toggles)")
 
     def next_unreviewed(self) -> None:
         rec = self.project.next_unreviewed(self.image_id)
@@ -264,6 +267,9 @@ class MainWindow(QMainWindow):
                                             engine=p.engine_name, prompts=p.log()))
         if done is not None:
             self.labeler.clear()
+            name = next((c.name for c in self.project.categories() if c.id == category), "")
+            feedback.confirm(self, f"accepted as {name} "
+                                   f"({len(self.project.annotations(self.image_id))} on this image)")
 
     def add_class(self, name: str) -> int | None:
         done = self._push(cmd.AddCategory(name))
@@ -274,8 +280,9 @@ class MainWindow(QMainWindow):
         return done.category_id
 
     def delete_instances(self, ids: list[int]) -> None:
-        if ids:
-            self._push(cmd.DeleteAnnotation(ids))
+        if ids and self._push(cmd.DeleteAnnotation(ids)) is not None:
+            feedback.confirm(self, f"deleted {feedback.plural(len(ids), 'instance')} "
+                                   "(Ctrl+Z brings them back)")
 
     def set_mode(self, mode: str) -> None:
         """B / E toggle the brush / eraser on the selected instance; prompts otherwise."""
@@ -316,7 +323,8 @@ class MainWindow(QMainWindow):
         if len(ids) < 2:
             self.statusBar().showMessage("select two or more instances to merge")
             return
-        self._push(cmd.Merge(sorted(ids)))
+        if self._push(cmd.Merge(sorted(ids))) is not None:
+            feedback.confirm(self, f"merged {len(ids)} instances into one")
 
     def split_instances(self, ids: list[int]) -> None:
         if len(ids) != 1:
@@ -388,7 +396,7 @@ class MainWindow(QMainWindow):
             self.device_label.setText(f"device: {device}")
             self._show_text_engine()
             self.review.update_auto()
-        self.labeler.service.fine_edges = self.fine_edges.isChecked()
+        honest.update_fine_edges(self)
         if self.image_id is not None:
             self.show_image(self.image_id)      # embed again with the new engines
         self.statusBar().showMessage("engines restarted")

@@ -103,6 +103,7 @@ class ModelDialog(QDialog):
         self.download_options = dict(DOWNLOAD_OPTIONS)
         self.statuses: list[ModelStatus] = []
         self.thread: DownloadThread | None = None
+        self.restart_when_done = False      # set by start_download
         self.progress: QProgressDialog | None = None
         self.apply_choice_fn = apply_choice
 
@@ -231,9 +232,11 @@ class ModelDialog(QDialog):
     def downloading(self) -> bool:
         return self.thread is not None
 
-    def start_download(self, name: str | None = None) -> bool:
+    def start_download(self, name: str | None = None, *, restart_when_done: bool = False) -> bool:
         """Download the selected (or named) model on a worker thread. False, with the
-        reason in the status line, when it is installed or a download is running."""
+        reason in the status line, when it is installed or a download is running.
+        `restart_when_done`: restart the engines at the end without asking (the offer
+        of a first model, first_minute.py)."""
         if self.thread is not None:
             self.status.setText("a download is already running")
             return False
@@ -249,6 +252,7 @@ class ModelDialog(QDialog):
         def job(entry: ModelEntry, progress) -> Path:
             return self.download_fn(entry, directory, progress=progress, **options)
         self.thread = DownloadThread(entry, job)
+        self.restart_when_done = restart_when_done
         self.thread.progressed.connect(self._on_progress, _QUEUED)
         self.thread.finished.connect(self._on_thread_finished, _QUEUED)
         self._show_progress(entry, st.partial_bytes)
@@ -323,6 +327,10 @@ class ModelDialog(QDialog):
             self.status.setText(f"{entry.name} installed: {path}; restart the program with "
                                 "`annotator gui` to use it")
             return
+        if self.restart_when_done:
+            self.restart_when_done = False
+            self.restart_engines()
+            return
         answer = QMessageBox.question(
             self, "Model installed", f"{entry.name} is installed.\n\nRestart the engines now "
             "so that it is used? The current prompt is cleared.",
@@ -355,10 +363,8 @@ class ModelDialog(QDialog):
             self.progress.hide()
 
 
-def show_model_dialog(window) -> ModelDialog:
-    """File ▸ Models…: one picker per window, refreshed each time it opens. It is modal
-    to the window but not blocking (`open`, not `exec`), so a download keeps the GUI live."""
-    from annotator.ui.settings import read_model_choice
+def model_dialog_of(window) -> ModelDialog:
+    """The window's model picker (made on first use, not shown)."""
     dialog = getattr(window, "model_dialog", None)
     if dialog is None:
         reload = window.reload_engines if window.session_factory is not None else None
@@ -366,6 +372,14 @@ def show_model_dialog(window) -> ModelDialog:
                              apply_choice=window.apply_model_choice,
                              list_plugins=getattr(window.session_factory, "list_plugins", None))
         window.model_dialog = dialog
+    return dialog
+
+
+def show_model_dialog(window) -> ModelDialog:
+    """File ▸ Models…: one picker per window, refreshed each time it opens. It is modal
+    to the window but not blocking (`open`, not `exec`), so a download keeps the GUI live."""
+    from annotator.ui.settings import read_model_choice
+    dialog = model_dialog_of(window)
     dialog.set_current_engine(window.engine_label.text().partition(": ")[2])
     if dialog.thread is None:
         dialog.choices.set_choice(read_model_choice(window.settings))

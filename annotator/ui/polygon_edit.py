@@ -30,11 +30,35 @@ HANDLE_PX = 4.0         # half side of a handle square, screen pixels
 HIT_PX = 7.0            # a press this close to a vertex grabs it (screen pixels)
 EDGE_PX = 6.0           # ... this close to an edge is on the outline
 DRAG_PX = 2             # moves shorter than this are a click (select), not a drag
+SPACING_PX = 2 * HANDLE_PX + 3   # handles closer than this on screen are thinned out
 MAX_HANDLES = 2000      # above this, outline only (and a hint to raise the tolerance)
 Z_OUTLINE = 25          # above the instances and the preview, below the prompt marks
 CACHE_SIZE = 32
 
 Ring = tuple[int, int]  # (polygon index, -1 for the exterior or the hole index)
+
+
+def spaced(vx: np.ndarray, vy: np.ndarray, starts, min_px: float = SPACING_PX) -> np.ndarray:
+    """Which vertices get a handle on screen: along each ring, a vertex closer than
+    `min_px` (view pixels) to the last one kept is skipped, so at exact detail or far out
+    the handles do not merge into a band; zooming in shows them all. The first vertex of
+    each ring always has one. Hidden vertices are not grabbed (they come back on zoom)."""
+    keep = np.zeros(len(vx), dtype=bool)
+    if len(vx) == 0:
+        return keep
+    step = np.hypot(np.diff(vx), np.diff(vy))
+    if step.size == 0 or step.min() >= min_px:
+        keep[:] = True               # nothing crowded: every handle (the common case)
+        return keep
+    first = {int(i) for i in starts}
+    xs, ys = vx.tolist(), vy.tolist()
+    lx = ly = 0.0
+    limit = min_px * min_px
+    for i in range(len(xs)):
+        if i in first or (xs[i] - lx) ** 2 + (ys[i] - ly) ** 2 >= limit:
+            keep[i] = True
+            lx, ly = xs[i], ys[i]
+    return keep
 
 
 def copy_polygons(polygons: list[Polygon]) -> list[Polygon]:
@@ -63,14 +87,17 @@ class HandleLayer(QGraphicsItem):
         points = np.concatenate(rings)
         t = painter.worldTransform()
         x, y = points[:, 0], points[:, 1]
-        vx = (t.m11() * x + t.m21() * y + t.dx()).tolist()
-        vy = (t.m12() * x + t.m22() * y + t.dy()).tolist()
+        ax, ay = t.m11() * x + t.m21() * y + t.dx(), t.m12() * x + t.m22() * y + t.dy()
+        keep = spaced(ax, ay, np.cumsum([0] + [len(r) for r in rings[:-1]]))
+        self.editor.drawn_handles = int(keep.sum())
+        vx, vy = ax.tolist(), ay.tolist()
         r, side = HANDLE_PX, 2 * HANDLE_PX
         painter.save()
         painter.resetTransform()           # draw in device pixels: same size at any zoom
         painter.setPen(QPen(QColor(20, 20, 20), 1))
         painter.setBrush(QBrush(QColor(255, 255, 255)))
-        painter.drawRects([QRectF(a - r, b - r, side, side) for a, b in zip(vx, vy)])
+        painter.drawRects([QRectF(vx[i] - r, vy[i] - r, side, side)
+                           for i in np.flatnonzero(keep).tolist()])
         sel = self.editor.selected
         if sel is not None and sel[0] < len(rings) and sel[1] < len(rings[sel[0]]):
             i = sum(len(ring) for ring in rings[:sel[0]]) + sel[1]
@@ -90,6 +117,7 @@ class PolygonEditor(QObject):
         self.polygons: list[Polygon] = []
         self.selected: tuple[int, int] | None = None     # (ring index, vertex index)
         self.handles_shown = False
+        self.drawn_handles = 0             # handles on screen at the last paint (thinned)
         self._mask: np.ndarray | None = None
         self._updated: float = 0.0
         self._key: tuple | None = None
@@ -360,6 +388,10 @@ class PolygonEditor(QObject):
         points, _nxt, starts = self._flat()
         vx, vy = self._view_xy(points)
         d = np.hypot(vx - pos.x(), vy - pos.y())
+        keep = spaced(vx, vy, starts)
+        if self.selected is not None and self._valid(self.selected):
+            keep[int(starts[self.selected[0]]) + self.selected[1]] = True
+        d[~keep] = np.inf                  # only the handles drawn can be grabbed
         i = int(np.argmin(d))
         return self._locate(i, starts) if d[i] <= HIT_PX else None
 

@@ -100,6 +100,7 @@ class PresetChoice(QComboBox):
 class Review(QObject):
     """The window's review controller (`w` is the MainWindow)."""
     status = Signal(str)
+    selected_changed = Signal(object)     # candidate id or None (the hint strip follows)
 
     def __init__(self, window: Any):
         super().__init__(window)
@@ -247,6 +248,7 @@ class Review(QObject):
         """Select a candidate (or none); the instance selection is cleared, so the vertex
         editor and the brush have one target."""
         self.selected = cand_id
+        self.selected_changed.emit(cand_id)
         if cand_id is not None and self.w.instances.selected_ids:
             self.w.instances.select([])          # its signal redraws the instances
         layer = self.w.canvas.candidates

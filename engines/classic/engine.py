@@ -15,6 +15,15 @@ GrabCut runs only on a region around the prompt, further downscaled to at most
 `grabcut_pixels` pixels and stopped once its mask settles, which keeps one predict on a
 1024x768 image at about 35-60 ms on 2 CPU cores (a click on a region covering most of
 the image: ~120-150 ms). Deterministic: GrabCut's k-means is seeded each call.
+With clicks only (no box), everything happens in a *reach* around the positive clicks
+(their box grown by a quarter of the image's long side plus half their spread, grown
+further while the object runs out of it; negative clicks are sure background inside it):
+a flood that fills most of the reach has leaked and is not taken, and the reach stops
+growing before a flood covers half the image, so one or two clicks on a small object
+never select the road and the sky. When growing had to stop there, or the mask still
+fills most of the reach and runs out of it on two sides, the answer carries
+`extras["note"]` (NOT_SEPARATED) saying that the object could not be separated, and a
+halved score.
 Afterwards only the parts connected to the positive clicks are kept, and a part that a
 negative click touches but which is joined to the object (same colour, touching) is cut
 off at the narrowest neck between the two (see `_split_at_neck`).
@@ -44,6 +53,17 @@ _MIN_SAMPLES = 10        # GrabCut's GMMs need a few pixels of each side
 _PLATEAU = 1.1          # flood areas within this ratio of each other: a stable region
 _SETTLED = 0.002         # GrabCut stops when fewer than this share of pixels change
 _KEEP_FRACTION = 0.05    # box mode: parts smaller than this share of the largest are specks
+_REACH_STEPS = (0.25, 0.4, 0.6, 1.0)   # clicks only: work within this share of the long
+#                          side around them (the next one while the object runs out of it),
+_REACH_SPREAD = 0.5      # ... plus this much of the clicks' own spread
+_MOST = 0.4              # a mask over this share of the image from clicks is the scene
+_SCENE_AREA = 0.12       # a flood over this share of the image that runs along more than
+_SCENE_CONTACT = 0.3     # ... this share of the image's border is ground, sky or a wall
+_LEAK = 0.6              # a flood over this share of the reach has leaked into the scene
+_CROWDED = 0.5           # a mask over this share of the reach, touching two of its inner
+#                          sides, is the object run into its surroundings: said in a note
+NOT_SEPARATED = ("the classic engine could not separate the object from its surroundings "
+                 "(same colours): add background clicks (right click) or draw a box")
 
 
 @dataclass(frozen=True)
@@ -117,8 +137,11 @@ class ClassicEngine:
             pos, neg = pts[p.labels == 1], pts[p.labels == 0]
         box = None if p.box is None else p.box.astype(np.float64) * np.tile(scale, 2)
         prior = None if p.mask_logits is None else _prior_from_logits(p.mask_logits, (H, W), (h, w))
-        soft, crop, score = self._segment(work, pos, neg, box, prior)
-        return _prediction(soft, crop, score, (H, W), scale)
+        soft, crop, score, note = self._segment(work, pos, neg, box, prior)
+        pred = _prediction(soft, crop, score, (H, W), scale)
+        if note and pred.masks.any():
+            pred.extras["note"] = note
+        return pred
 
     # -- the segmentation proper, in working-copy coordinates ---------------------------------
 
@@ -126,12 +149,18 @@ class ClassicEngine:
         h, w = work.shape[:2]
         radius = max(2, round(0.006 * max(h, w)))          # click disc, working pixels
         region = None                                      # probable object (points mode)
+        reach, note = None, None
         if box is None:
             region = np.zeros((h, w), bool) if prior is None else prior.copy()
             if len(pos):
-                region |= self._flood(work, pos, neg, radius, prior)
+                flood, reach, note = self._flood_in_reach(work, pos, neg, radius, prior)
+                if region.any():                           # the previous answer stays in
+                    ys, xs = np.nonzero(region)
+                    reach = (min(reach[0], int(xs.min())), min(reach[1], int(ys.min())),
+                             max(reach[2], int(xs.max()) + 1), max(reach[3], int(ys.max()) + 1))
+                region |= flood
             if not region.any():                           # only negative clicks, empty prior
-                return None, None, 0.0
+                return None, None, 0.0, None
             ys, xs = np.nonzero(region)
             lo, hi = np.array([xs.min(), ys.min()]), np.array([xs.max() + 1, ys.max() + 1])
             margin = 0.25 * (hi - lo).max() + 0.02 * max(h, w)
@@ -142,6 +171,9 @@ class ClassicEngine:
             lo, hi = np.minimum(lo, pos.min(0) - radius), np.maximum(hi, pos.max(0) + radius)
         x0, y0 = (np.floor(lo - margin).astype(int)).clip(0, (w - 1, h - 1))
         x1, y1 = (np.ceil(hi + margin).astype(int)).clip((x0 + 1, y0 + 1), (w, h))
+        if reach is not None:                              # GrabCut stays in the reach too
+            x0, y0 = max(int(x0), reach[0]), max(int(y0), reach[1])
+            x1, y1 = max(min(int(x1), reach[2]), x0 + 1), max(min(int(y1), reach[3]), y0 + 1)
         g = min(1.0, math.sqrt(self.grabcut_pixels / ((x1 - x0) * (y1 - y0))))
         sw, sh = max(1, round((x1 - x0) * g)), max(1, round((y1 - y0) * g))
         crop = _Crop(int(x0), int(y0), int(x1), int(y1), sw / (x1 - x0), sh / (y1 - y0))
@@ -177,10 +209,34 @@ class ClassicEngine:
             anchors = np.array([[xs[k], ys[k]]])
         fg = _keep_parts(fg, anchors, neg_ij, r, keep_large=box is not None or prior is not None)
         score = _separation(sub, fg)
+        if reach is not None and fg.sum() / (crop.gx * crop.gy) > _MOST * h * w:
+            # GrabCut ran into the scene: keep it near the flood, and say so
+            near = cv2.dilate(obj.astype(np.uint8), cv2.getStructuringElement(
+                cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+            fg, note = fg & near, NOT_SEPARATED
+        if reach is not None and (note or _crowded(fg, (x0, y0, x1, y1), (w, h))):
+            note, score = NOT_SEPARATED, score / 2
         soft = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 0.7)   # no staircase edges
-        return soft, crop, score
+        return soft, crop, score, note
 
-    def _flood(self, work, pos, neg, radius, prior):
+    def _flood_in_reach(self, work, pos, neg, radius, prior):
+        """The flood from the clicks, in a reach that grows (_REACH_STEPS) while the
+        object runs out of it; growing stops when the flood would cover most of the image
+        (it has run into the scene: the smaller answer is kept, with a note).
+        Returns (flood, reach, note or None)."""
+        h, w = work.shape[:2]
+        best = None
+        for share in _REACH_STEPS:
+            reach = _reach(pos, h, w, share)
+            flood = self._flood(work, pos, neg, radius, prior, reach)
+            if best is not None and flood.sum() > _MOST * h * w:
+                return best[0], best[1], NOT_SEPARATED
+            best = (flood, reach)
+            if reach == (0, 0, w, h) or not _runs_out(flood, reach, (w, h)):
+                break
+        return best[0], best[1], None
+
+    def _flood(self, work, pos, neg, radius, prior, reach=None):
         """Colour flood fill from each positive click, within a window around the clicks.
 
         The tolerance adapts to the click: floods at rising tolerances are compared and the
@@ -188,16 +244,20 @@ class ClassicEngine:
         bounded by real edges), so neither texture (too low a tolerance) nor a leak into
         the background (too high) decides it; (nearly) the whole window never wins."""
         h, w = work.shape[:2]
-        pad = 0.4 * max(h, w)
-        x0, y0 = np.floor(pos.min(0) - pad).astype(int).clip(0)
-        x1, y1 = np.ceil(pos.max(0) + pad).astype(int).clip(None, (w, h))
+        if reach is None:
+            pad = 0.4 * max(h, w)
+            x0, y0 = np.floor(pos.min(0) - pad).astype(int).clip(0)
+            x1, y1 = np.ceil(pos.max(0) + pad).astype(int).clip(None, (w, h))
+        else:
+            x0, y0, x1, y1 = reach
         x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
         blurred = cv2.GaussianBlur(work[y0:y1, x0:x1], (0, 0), 2.0)  # texture is not an edge
         blocked = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
         for x, y in neg:                                   # a flood never crosses a "no" click
             cv2.circle(blocked, (int(x) - x0 + 1, int(y) - y0 + 1), radius, 1, -1)
         flags = 4 | cv2.FLOODFILL_MASK_ONLY | (255 << 8)   # floating range: follows shading
-        small, huge = max(20, int(0.002 * h * w)), 0.95 * (y1 - y0) * (x1 - x0)
+        share = 0.95 if reach is None else _LEAK
+        small, huge = max(20, int(0.002 * h * w)), share * (y1 - y0) * (x1 - x0)
         region = np.zeros((y1 - y0, x1 - x0), bool)
         for x, y in pos:
             px, py = min(int(x), w - 1) - x0, min(int(y), h - 1) - y0
@@ -207,7 +267,8 @@ class ClassicEngine:
             for tol in self.flood_ladder:
                 fill = blocked.copy()
                 area, *_ = cv2.floodFill(blurred, fill, (px, py), 0, (tol,) * 3, (tol,) * 3, flags)
-                if area > huge:
+                if area > huge or (reach is not None and _scene(fill, (x0, y0, x1, y1), area,
+                                                                (w, h))):
                     break                                 # flooded everything: leaked
                 if area >= small:
                     fills.append(fill)
@@ -246,6 +307,50 @@ class ClassicEngine:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def _reach(pos: np.ndarray, h: int, w: int, share: float) -> tuple[int, int, int, int]:
+    """The working window (x0, y0, x1, y1) of a clicks-only prompt: the positive clicks'
+    box grown by `share` of the long side plus _REACH_SPREAD of their spread."""
+    lo, hi = pos.min(0), pos.max(0)
+    grow = share * max(h, w) + _REACH_SPREAD * float((hi - lo).max())
+    x0, y0 = (np.floor(lo - grow).astype(int)).clip(0, (w - 1, h - 1))
+    x1, y1 = (np.ceil(hi + grow).astype(int)).clip((x0 + 1, y0 + 1), (w, h))
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _scene(fill: np.ndarray, window, area: int, size) -> bool:
+    """A flood (floodFill's mask of `window`, one pixel of padding) that is large and
+    runs along much of the image's border: the road, the sky or a wall, not an object."""
+    w, h = size
+    if area <= _SCENE_AREA * h * w:
+        return False
+    x0, y0, x1, y1 = window
+    region = fill[1:-1, 1:-1] == 255
+    contact = (int(region[0].sum()) if y0 == 0 else 0) + \
+        (int(region[-1].sum()) if y1 == h else 0) + \
+        (int(region[:, 0].sum()) if x0 == 0 else 0) + (int(region[:, -1].sum()) if x1 == w else 0)
+    return contact > _SCENE_CONTACT * 2 * (h + w)
+
+
+def _runs_out(region: np.ndarray, window, size) -> bool:
+    """The region reaches a side of `window` that is not the image's border."""
+    x0, y0, x1, y1 = window
+    w, h = size
+    return bool((x0 > 0 and region[y0:y1, x0].any()) or (y0 > 0 and region[y0, x0:x1].any())
+                or (x1 < w and region[y0:y1, x1 - 1].any())
+                or (y1 < h and region[y1 - 1, x0:x1].any()))
+
+
+def _crowded(fg: np.ndarray, window, size) -> bool:
+    """The mask fills most of its window and runs out of it on two or more sides that
+    are not the image's border: it is the scene, not an object."""
+    if fg.mean() <= _CROWDED:
+        return False
+    x0, y0, x1, y1 = window
+    w, h = size
+    sides = ((x0 > 0, fg[:, 0]), (y0 > 0, fg[0, :]), (x1 < w, fg[:, -1]), (y1 < h, fg[-1, :]))
+    return sum(inner and edge.mean() > 0.5 for inner, edge in sides) >= 2
+
 
 def _first_plateau_end(areas: list[int]) -> int:
     """Index of the last flood of the first run of floods whose area barely changes (a

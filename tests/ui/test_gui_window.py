@@ -152,8 +152,12 @@ def test_text_and_auto_say_no_engine_installed(qtbot, image_folder, settings_pat
     w.shutdown()
 
 
-def test_settings_persist_geometry_tools_and_last_image(qtbot, image_folder, settings_path,
-                                                        classic_factory):
+def test_settings_persist_geometry_tools_and_last_image(qtbot, image_folder, settings_path):
+    # a plain resolver: it cannot say that hq-sam is missing, so Fine edges stays live
+    # (with the Router and no hq-sam it is disabled: test_gui_honest.py)
+    from engines.classic.engine import ClassicEngine
+    from gui_helpers import single_engine_factory
+    classic_factory = single_engine_factory(ClassicEngine(), "classic")
     w = open_window(qtbot, image_folder, classic_factory, settings_path)
     w.resize(700, 520)
     w.fine_edges.setChecked(True)
