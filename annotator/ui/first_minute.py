@@ -8,7 +8,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QLabel, QPushButton, QToolBar
 
-from engines.files.catalogue import CatalogueError, get_entry, is_installed
+from engines.files import CatalogueError, get_entry, is_installed
 
 from annotator.ui.settings import read_bool
 

@@ -3,7 +3,7 @@ to install, when no fine-edge engine (hq-sam) can serve; Tab says when there is 
 candidate (or none) instead of doing nothing."""
 from __future__ import annotations
 
-from engines.files.catalogue import CatalogueError, load_catalogue
+from engines.files import CatalogueError, load_catalogue
 
 from annotator.ui.feedback import CONFIRM_MS
 from annotator.ui.settings import read_bool

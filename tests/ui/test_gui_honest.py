@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from annotator.ui import first_minute
 from annotator.ui.model_dialog import ModelDialog
@@ -37,6 +38,9 @@ def test_fine_edges_stays_live_when_the_engines_cannot_tell(qtbot, image_folder,
 
 def test_tab_says_only_one_candidate(qtbot, image_folder, settings_path, classic_factory):
     w = open_window(qtbot, image_folder, classic_factory, settings_path)
+    # the image's own "ready" message would otherwise race with (and replace) Tab's
+    qtbot.waitUntil(lambda: w.images.state(w.image_id) == "ready", timeout=WAIT_MS)
+    QApplication.processEvents()
     key(qtbot, w, Qt.Key.Key_Tab)
     assert "no candidates to step through" in w.statusBar().currentMessage()
     click(qtbot, w, 55, 45)
