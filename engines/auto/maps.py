@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.types import OptionsError
+from engines.types import Cancel, CancelledError, OptionsError, Proposals
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class MapOptions:
         if unknown:
             raise OptionsError(f"unknown option(s) {', '.join(map(str, unknown))}; known: "
                                f"{', '.join(known)}")
-        values = {k: _number(k, v, known[k] == "int") for k, v in options.items()}
+        values = {k: option_number(k, v, known[k] == "int") for k, v in options.items()}
         return replace(self, **values).checked()
 
     def checked(self):
@@ -48,7 +48,8 @@ class MapOptions:
         return self
 
 
-def _number(name: str, value: Any, integer: bool) -> int | float:
+def option_number(name: str, value: Any, integer: bool) -> int | float:
+    """An option's value as a finite number (a whole one when `integer`), else OptionsError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise OptionsError(f"{name} must be a finite number, got {value!r}")
     if integer:
@@ -84,3 +85,27 @@ def map_instances(prob: np.ndarray, opts: MapOptions):
 def to_uint8(p: np.ndarray) -> np.ndarray:
     """A [0, 1] map as uint8 (p x 255, rounded): how proposers hand maps to the window."""
     return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Every pixel the same colour: a map proposer has nothing to find (and says so
+    with an empty answer, not an error)."""
+    return bool((image == image[:1, :1]).all())
+
+
+def check_cancel(cancel: Cancel | None) -> None:
+    if cancel is not None and cancel():
+        raise CancelledError("proposal run cancelled")
+
+
+def map_proposals(prob: np.ndarray, opts: MapOptions, engine: str, image_size: tuple[int, int],
+                  extras: dict[str, Any], cancel: Cancel | None = None) -> Proposals:
+    """A map proposer's answer: the instances of `prob` (at `image_size`), best first,
+    each with its area as its source; `extras` gets the component counts."""
+    masks, scores, boxes, areas, found = map_instances(prob, opts)
+    check_cancel(cancel)
+    extras = {**extras, "components": found, "dropped": found - len(scores)}
+    if len(scores) == 0:
+        return Proposals.empty(image_size, engine, extras=extras)
+    sources = [{"area": int(a)} for a in areas]
+    return Proposals(masks, scores, boxes, engine, sources=sources, extras=extras)

@@ -96,3 +96,15 @@ def usable_plugin(plugins: Iterable[InstalledPlugin], checkpoints: Iterable[Path
         if plugin.backbone_checkpoint in by_identity:
             return plugin, by_identity[plugin.backbone_checkpoint]
     return None
+
+
+def plugin_beside(backbone: str | Path, engine: str,
+                  directories: Iterable[str | Path] | None = None) -> Path | None:
+    """The newest `engine` plugin trained on this very backbone file, looked for in
+    `directories` (default: the file's folder, its `plugins/` and `plugins/ENGINE/`)."""
+    backbone = Path(backbone)
+    folders = list(directories) if directories is not None else [
+        backbone.parent, backbone.parent / "plugins", backbone.parent / "plugins" / engine]
+    plugins = [p for folder in folders for p in scan_plugins(Path(folder), engine, recursive=False)]
+    pair = usable_plugin(sorted(plugins, key=lambda p: p.created, reverse=True), [backbone])
+    return pair[0].path if pair else None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.auto.maps import MapOptions, map_instances, to_uint8
+from engines.auto.maps import MapOptions, check_cancel, is_blank, map_proposals, to_uint8
 from engines.files.checkpoints import (
     checkpoint_identity,
     describe_checkpoint,
@@ -45,7 +45,7 @@ from engines.ip_sam.weights import (
 )
 from engines.prompts import check_image
 from engines.runtime.device import choose_device, encoder_autocast
-from engines.types import Cancel, CancelledError, CheckpointError, Embedding, Proposals
+from engines.types import Cancel, CheckpointError, Embedding, Proposals
 
 
 class IpSamEngine:
@@ -126,7 +126,7 @@ class IpSamEngine:
         image = check_image(image)
         h, w = image.shape[:2]
         side = self.cfg.image_size
-        if (image == image[:1, :1]).all():       # one colour: nothing to find
+        if is_blank(image):
             return Embedding(self.backbone_key, (h, w), (side, side), {}, meta={"blank": "1"})
         x = self.preprocess(image, self.device)
         with encoder_autocast(self.device):
@@ -143,20 +143,14 @@ class IpSamEngine:
         """Instances of the probability map, best (highest mean probability) first;
         `image` is not needed."""
         opts = self.defaults.updated(options)
-        _check(cancel)
+        check_cancel(cancel)
         if emb.meta.get("blank"):
             return Proposals.empty(emb.image_size, self.name, extras={"blank": True})
         prob = _probability(emb.features["logits"], emb.image_size)
         extras: dict[str, Any] = {"probability": to_uint8(prob)}
         if "mask_pos" in emb.features:
             extras["self_prompt"] = to_uint8(_probability(emb.features["mask_pos"], emb.image_size))
-        masks, scores, boxes, areas, found = map_instances(prob, opts)
-        _check(cancel)
-        extras.update(components=found, dropped=found - len(scores))
-        if len(scores) == 0:
-            return Proposals.empty(emb.image_size, self.name, extras=extras)
-        sources = [{"area": int(a)} for a in areas]
-        return Proposals(masks, scores, boxes, self.name, sources=sources, extras=extras)
+        return map_proposals(prob, opts, self.name, emb.image_size, extras, cancel)
 
 
 def _probability(logits: torch.Tensor, image_size: tuple[int, int]) -> np.ndarray:
@@ -174,8 +168,3 @@ def _read_tensors(plugin: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001  (safetensors raises several types on damaged bytes)
         raise CheckpointError(f"plugin {plugin} is truncated or damaged: its tensors cannot be read "
                               f"({str(exc)[:160]}); copy or train it again") from None
-
-
-def _check(cancel: Cancel | None) -> None:
-    if cancel is not None and cancel():
-        raise CancelledError("proposal run cancelled")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engines.files.checkpoints import checkpoint_identity
-from engines.files.plugin_index import scan_plugins, usable_plugin
+from engines.files.plugin_index import plugin_beside
 from engines.ip_sam.config import IpSamConfig
 from engines.ip_sam.lora import lora_state
 from engines.types import CheckpointError
@@ -73,11 +73,5 @@ def split_plugin_state(state: Mapping[str, torch.Tensor], path: str | Path
 
 
 def find_plugin(backbone: str | Path, directories: list[str | Path] | None = None) -> Path | None:
-    """The newest ip-sam plugin trained on this very SAM 2 file, looked for in
-    `directories` (default: the file's folder, its `plugins/` and `plugins/ip-sam/`)."""
-    backbone = Path(backbone)
-    folders = directories if directories is not None else [
-        backbone.parent, backbone.parent / "plugins", backbone.parent / "plugins" / ENGINE]
-    plugins = [p for folder in folders for p in scan_plugins(Path(folder), ENGINE, recursive=False)]
-    pair = usable_plugin(sorted(plugins, key=lambda p: p.created, reverse=True), [backbone])
-    return pair[0].path if pair else None
+    """The newest ip-sam plugin trained on this very SAM 2 file (plugin_index.plugin_beside)."""
+    return plugin_beside(backbone, ENGINE, directories)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.auto.maps import map_instances, to_uint8
+from engines.auto.maps import check_cancel, is_blank, map_instances, map_proposals, to_uint8
 from engines.files.checkpoints import checkpoint_identity, load_into
 from engines.files.plugin_meta import read_plugin_metadata
 from engines.pmg_sam.hiera import load_hiera_branch
@@ -38,7 +38,7 @@ from engines.pmg_sam.weights import (
 )
 from engines.prompts import check_image
 from engines.runtime.device import choose_device, encoder_autocast
-from engines.types import Cancel, CancelledError, CheckpointError, Embedding, Proposals
+from engines.types import Cancel, CheckpointError, Embedding, Proposals
 
 
 class PmgSamEngine:
@@ -104,7 +104,7 @@ class PmgSamEngine:
     def embed(self, image: np.ndarray) -> Embedding:
         image = check_image(image)
         h, w = image.shape[:2]
-        if (image == image[:1, :1]).all():       # every pixel the same colour: nothing is salient
+        if is_blank(image):
             return Embedding(self.backbone_key, (h, w), (h, w), {}, meta={"blank": "1"})
         x, input_size = prepare(image, self.cfg.image_size, self.device)
         with encoder_autocast(self.device):
@@ -120,7 +120,7 @@ class PmgSamEngine:
         """Instances of the probability map, best (highest mean probability) first;
         `image` is not needed."""
         opts = self.defaults.updated(options)
-        _check(cancel)
+        check_cancel(cancel)
         if emb.meta.get("blank"):
             return Proposals.empty(emb.image_size, self.name, extras={"blank": True})
         side = self.cfg.image_size
@@ -129,13 +129,7 @@ class PmgSamEngine:
         prob = prob.numpy()
         extras = {"premask": to_uint8(premask.numpy()), "probability": to_uint8(prob),
                   "iou_pred": float(emb.features["iou"].reshape(-1)[0])}
-        masks, scores, boxes, areas, found = instances(prob, opts)
-        _check(cancel)
-        extras.update(components=found, dropped=found - len(scores))
-        if len(scores) == 0:
-            return Proposals.empty(emb.image_size, self.name, extras=extras)
-        sources = [{"area": int(a)} for a in areas]
-        return Proposals(masks, scores, boxes, self.name, sources=sources, extras=extras)
+        return map_proposals(prob, opts, self.name, emb.image_size, extras, cancel)
 
 
 def instances(prob: np.ndarray, opts: PmgOptions):
@@ -143,8 +137,3 @@ def instances(prob: np.ndarray, opts: PmgOptions):
     (N, 4) extents, areas (N,), and how many components there were before the filters
     (engines.auto.maps.map_instances)."""
     return map_instances(prob, opts)
-
-
-def _check(cancel: Cancel | None) -> None:
-    if cancel is not None and cancel():
-        raise CancelledError("proposal run cancelled")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.files.checkpoints import checkpoint_identity
-from engines.files.plugin_index import scan_plugins, usable_plugin
+from engines.files.plugin_index import plugin_beside
 from engines.pmg_sam.config import PmgSamConfig
 from engines.pmg_sam.hiera import HIERA_B_PLUS, HieraSpec
 from engines.types import CheckpointError
@@ -88,11 +88,5 @@ def check_backbones(record: Mapping[str, Any], plugin: str | Path, hiera_path: s
 
 
 def find_plugin(backbone: str | Path, directories: list[str | Path] | None = None) -> Path | None:
-    """The newest pmg-sam plugin trained on this very Hiera file, looked for in
-    `directories` (default: the file's folder, its `plugins/` and `plugins/pmg-sam/`)."""
-    backbone = Path(backbone)
-    folders = directories if directories is not None else [
-        backbone.parent, backbone.parent / "plugins", backbone.parent / "plugins" / ENGINE]
-    plugins = [p for folder in folders for p in scan_plugins(Path(folder), ENGINE, recursive=False)]
-    pair = usable_plugin(sorted(plugins, key=lambda p: p.created, reverse=True), [backbone])
-    return pair[0].path if pair else None
+    """The newest pmg-sam plugin trained on this very Hiera file (plugin_index.plugin_beside)."""
+    return plugin_beside(backbone, ENGINE, directories)

@@ -9,13 +9,13 @@ each is at most MAX_NAME characters.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from engines.sam_mi.config import MAX_CLASSES, SAMPLING
+from engines.auto.maps import option_number
 from engines.types import OptionsError
 
 MAX_NAME = 100
@@ -59,7 +59,7 @@ class TextOptions:
                     raise OptionsError(f"{name} must be true or false, got {value!r}")
                 values[name] = value
             else:
-                values[name] = _number(name, value, kind == "int")
+                values[name] = option_number(name, value, kind == "int")
         return replace(self, **values).checked()
 
     def checked(self) -> TextOptions:
@@ -104,13 +104,3 @@ def parse_classes(value: Any) -> tuple[str, ...]:
             seen.add(name.casefold())
             names.append(name)
     return tuple(names)
-
-
-def _number(name: str, value: Any, integer: bool):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise OptionsError(f"{name} must be a finite number, got {value!r}")
-    if integer:
-        if value != int(value):
-            raise OptionsError(f"{name} must be a whole number, got {value!r}")
-        return int(value)
-    return float(value)
