@@ -38,9 +38,14 @@ from _latency_report import machine  # noqa: E402
 
 
 def plugin_engines(arch: str) -> list[str]:
-    """The trainable plugins, in the opposite order on the second arch (drift evens out)."""
+    """The click plugins that sit on this arch's host and train on its cached features
+    (the Auto plugins differ: pmg-sam has frozen backbones of its own, ip-sam's LoRA'd
+    encoder runs under autograd, timed by bench/ip_sam_step.py), in the opposite order
+    on the second arch (drift evens out)."""
     from engines import manifest
-    names = [info.name for info in manifest.list_engines(trainable=True)]
+    family = "sam" if arch.startswith("vit") else "sam2"
+    names = [info.name for info in manifest.list_engines(trainable=True)
+             if family in info.plugin_hosts and "auto" not in info.tasks]
     return names if arch == "vit_b" else names[::-1]
 
 
