@@ -180,9 +180,9 @@ def test_an_empty_folder_and_a_folder_of_unreadable_files_say_so_in_the_canvas(
 
 def test_the_gui_command_never_exits_on_a_bad_path(monkeypatch, tmp_path, capsys):
     from annotator.cli import main
-    shown = []
-    monkeypatch.setattr("annotator.ui.opening.run_loop",
-                        lambda qt_app: shown.extend(QApplication.topLevelWidgets()) or 0)
+    shown, earlier = [], set(map(id, QApplication.topLevelWidgets()))
+    monkeypatch.setattr("annotator.ui.opening.run_loop", lambda qt_app: shown.extend(
+        w for w in QApplication.topLevelWidgets() if id(w) not in earlier) or 0)
     monkeypatch.setenv("ANNOTATOR_MODELS_DIR", str(tmp_path / "models"))
     code = main(["gui", str(tmp_path / "nowhere"), "--settings", str(tmp_path / "s.ini")])
     assert code == 2                         # nothing was opened before the window closed

@@ -107,7 +107,10 @@ def test_brush_circle_follows_the_cursor_and_its_size(qtbot, image_folder, setti
     assert w.instances.selected_ids == [ann_id]
     assert w.canvas.brush_circle is None
     key(qtbot, w, Qt.Key.Key_B)
+    w.raise_()                       # on top of any window an earlier test left open
+    w.activateWindow()
     viewport = w.canvas.viewport()
+    qtbot.mouseMove(viewport, w.canvas.image_to_view(41, 31))
     qtbot.mouseMove(viewport, w.canvas.image_to_view(40, 30))
     qtbot.waitUntil(lambda: w.canvas.brush_circle is not None, timeout=WAIT_MS)
     circle = w.canvas.brush_circle
