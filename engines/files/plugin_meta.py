@@ -3,6 +3,8 @@ which never imports torch, lists plugins with it). Weights: engines/files/plugin
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,21 @@ def _truncation(path: Path) -> str | None:
             if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v]
     need = 8 + n + max(ends, default=0)
     return f"it has {size} of the {need} bytes its header describes" if need > size else None
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """A plugin's config dataclass as the JSON record its metadata stores (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def config_from_record(cls: type, record: Mapping[str, Any], source: str, what: str) -> Any:
+    """`cls` (a config dataclass) rebuilt from `config_record`'s output; one
+    CheckpointError naming `source` for unknown fields or values the class refuses."""
+    unknown = sorted(set(record) - {f.name for f in fields(cls)})
+    if unknown:
+        raise CheckpointError(f"{source}: unknown {what} config field(s) {', '.join(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid {what} config ({exc})") from None

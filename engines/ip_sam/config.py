@@ -10,10 +10,10 @@ no SPG), `psg=False` (E* = E_pos), `refine=False` (output Y_c), `lateral=False`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from engines.types import CheckpointError
+from engines.files.plugin_meta import config_from_record, config_record
 
 PROMPTS = ("spg", "null")          # self-prompts, or the "null prompts" baseline [paper]
 PSG_PARTNERS = ("pos", "neg")      # second concat input X of the PSG fusion [spec §2.4: R]
@@ -104,19 +104,11 @@ class IpSamConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_record(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "plugin") -> IpSamConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: unknown IP-SAM config field(s) {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: invalid IP-SAM config ({exc})") from None
+        return config_from_record(cls, data, source, "IP-SAM")
 
     @classmethod
     def baseline(cls, **overrides: Any) -> IpSamConfig:

@@ -8,10 +8,10 @@ comment on each field says which.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from engines.types import CheckpointError
+from engines.files.plugin_meta import config_from_record, config_record
 
 FUSIONS = ("drfm", "none", "residual")   # spec §6 #14: DRFM, the "no fusion" and "Residual Fusion" ablations
 HIGH_RES = ("hiera", "none")             # spec §5 ablation (b): Hiera stages 1-2 injected, or none
@@ -111,19 +111,11 @@ class PmgSamConfig:
         return f"hiera[{hiera}]@{self.image_size}+u2net[{u2}]@{self.u2net_size}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return config_record(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "plugin") -> PmgSamConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: unknown PMG-SAM config field(s) {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: invalid PMG-SAM config ({exc})") from None
+        return config_from_record(cls, data, source, "PMG-SAM")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> PmgSamConfig:

@@ -10,10 +10,10 @@ from ([paper], [CAT-Seg], [choice]: the spec's decision where the paper is silen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
-from engines.types import CheckpointError
+from engines.files.plugin_meta import config_from_record, config_record
 
 MAX_CLASSES = 256          # typed names per request: above this the request is refused
 SAMPLING = ("deterministic", "bernoulli")
@@ -93,16 +93,8 @@ class SamMiConfig:
             raise ValueError(f"the token grid {self.tokens} is not a multiple of pooling {self.pooling}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_record(self)
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any], *, source: str = "config") -> SamMiConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(record) - known)
-        if unknown:
-            raise CheckpointError(f"{source}: unknown SAM-MI config fields {', '.join(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
-        try:
-            return replace(cls(), **values)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: invalid SAM-MI config ({exc})") from None
+        return config_from_record(cls, record, source, "SAM-MI")
