@@ -270,3 +270,22 @@ def weighted_f_measure(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> 
     recall = 1 - np.mean(weighted[g])
     precision = tp / (tp + fp + EPS)
     return float((1 + beta2) * recall * precision / (recall + beta2 * precision + EPS))
+
+
+class MapScores:
+    """Validation scores of probability maps, image by image: mean MAE, mean S-measure
+    and maxF of the mean F-curve (the DIS validation the map adapters report)."""
+
+    def __init__(self) -> None:
+        self.maes: list[float] = []
+        self.ss: list[float] = []
+        self.curves: list[np.ndarray] = []
+
+    def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+        self.maes.append(mae(prob, truth))
+        self.ss.append(s_measure(prob, truth))
+        self.curves.append(f_measure(prob, truth)[1])
+
+    def summary(self) -> dict[str, float]:
+        return {"maxF": float(np.mean(self.curves, 0).max()), "MAE": float(np.mean(self.maes)),
+                "S": float(np.mean(self.ss))}

@@ -168,10 +168,10 @@ class IpSamAdapter(PluginAdapter):
     def validate(self, items: list[TrainItem], features, seed: int = 0) -> dict[str, float]:
         """Validation loss and maxF / MAE / S-measure of the probability map at S x S,
         averaged over images."""
-        from ..sod_metrics import f_measure, mae, s_measure
+        from ..sod_metrics import MapScores
         self.eval()
         device = self._device()
-        losses, maes, ss, curves = [], [], [], []
+        losses, scores = [], MapScores()
         for item in items:
             frame = self.frame(item.image_size)
             gt = torch.from_numpy(item.frame_mask(frame))[None, None].float().to(device)
@@ -182,12 +182,9 @@ class IpSamAdapter(PluginAdapter):
                                align_corners=False)
             prob = up[0, 0].sigmoid().cpu().numpy().astype(np.float64)
             truth = gt[0, 0].cpu().numpy() > 0.5
-            maes.append(mae(prob, truth))
-            ss.append(s_measure(prob, truth))
-            curves.append(f_measure(prob, truth)[1])
+            scores.add(prob, truth)
         self.train()
-        return {"loss": float(np.mean(losses)), "maxF": float(np.mean(curves, 0).max()),
-                "MAE": float(np.mean(maes)), "S": float(np.mean(ss))}
+        return {"loss": float(np.mean(losses)), **scores.summary()}
 
     # --- the result ----------------------------------------------------------------------
     def export(self, path, **meta: Any):

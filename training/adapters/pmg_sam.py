@@ -160,10 +160,10 @@ class PmgSamAdapter(PluginAdapter):
     def validate(self, items: list[TrainItem], features, seed: int = 0) -> dict[str, float]:
         """Validation loss (the training loss, no augmentation) and maxF / MAE / S-measure
         of the probability map in the input frame (unpadded), averaged over images."""
-        from ..sod_metrics import f_measure, mae, s_measure
+        from ..sod_metrics import MapScores
         self.eval()
         device = next(self.model.head.parameters()).device
-        losses, maes, ss, curves = [], [], [], []
+        losses, scores = [], MapScores()
         for item in items:
             frame = self.frame(item.image_size)
             gt = torch.from_numpy(item.frame_mask(frame))[None, None].float().to(device)
@@ -175,12 +175,9 @@ class PmgSamAdapter(PluginAdapter):
             h, w = frame.input_size
             prob = up[0, 0, :h, :w].sigmoid().cpu().numpy().astype(np.float64)
             truth = gt[0, 0, :h, :w].cpu().numpy() > 0.5
-            maes.append(mae(prob, truth))
-            ss.append(s_measure(prob, truth))
-            curves.append(f_measure(prob, truth)[1])
+            scores.add(prob, truth)
         self.train()
-        return {"loss": float(np.mean(losses)), "maxF": float(np.mean(curves, 0).max()),
-                "MAE": float(np.mean(maes)), "S": float(np.mean(ss))}
+        return {"loss": float(np.mean(losses)), **scores.summary()}
 
     # --- the result ----------------------------------------------------------------------
     def export(self, path, **meta: Any):
