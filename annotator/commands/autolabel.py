@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def options_from(args) -> "AutolabelOptions":   # noqa: F821 - imported lazily below
-    from annotator.commands.train import _options
+    from annotator.commands.train import option_pairs
     from annotator.core.automation.autolabel import AutolabelOptions, parse_classes
     from annotator.core.automation.candidates import CandidateOptions
     from engines.manifest import list_engines
@@ -70,7 +70,7 @@ def options_from(args) -> "AutolabelOptions":   # noqa: F821 - imported lazily b
             raise InputError(f"--engine {args.engine!r}: not an engine for {task} requests; "
                              f"choose one of {', '.join(names) or 'none (none is built)'}")
     try:
-        engine_options = _options(args.option)
+        engine_options = option_pairs(args.option)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     return AutolabelOptions(engine=args.engine, classes=classes,

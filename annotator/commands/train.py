@@ -96,7 +96,9 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _options(pairs: list[str]) -> dict:
+def option_pairs(pairs: list[str]) -> dict:
+    """`--option KEY=VALUE` values as a dict (VALUE as JSON when it parses, else text);
+    ValueError names a pair without `=`."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -131,7 +133,7 @@ def _cmd_train(args) -> int:
             warmup_steps=args.warmup_steps, num_points=args.num_points, prompt_mix=mix,
             seed=args.seed, checkpoint_every=args.checkpoint_every, resume=args.resume,
             val_fraction=args.val_fraction, cache_dir=args.cache_dir, device=args.device,
-            events=args.events, options=_options(args.option))
+            events=args.events, options=option_pairs(args.option))
         result = Trainer(config).run()
     except (ValueError, json.JSONDecodeError) as exc:
         print(f"annotator train: error: {exc}", file=sys.stderr)
@@ -149,7 +151,7 @@ def _cmd_eval(args) -> int:
     from training.items import items_from_coco
     try:
         protocols = parse_protocols(args.protocol)
-        options = _options(args.option)
+        options = option_pairs(args.option)
         names = [n.strip() for n in args.categories.split(",")] if args.categories else None
         train, val = items_from_coco(args.data, args.images,
                                      args.val_fraction if args.split != "all" else 0.0, args.seed,
