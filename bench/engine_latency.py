@@ -38,7 +38,7 @@ WORKER = Path(__file__).resolve().parent / "_latency_worker.py"
 ALL_ARCHS = ("vit_b", "vit_l", "vit_h", "hiera_t", "hiera_s", "hiera_b+", "hiera_l")
 QUICK_ARCHS = ("vit_b", "hiera_t")
 BIG_ARCHS = {"vit_l", "vit_h", "hiera_l"}   # slow encoders: fewer runs by default
-PHOTOS = Path("/work/shared/data/photos")
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"   # beside the repository, as in the workplace
 PREFERRED_PHOTO = "truck.jpg"
 FALLBACK_IMAGE = ROOT / "resources" / "samples" / "coffee.png"
 SIZE = (1024, 768)   # W, H
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--clicks", type=int, help="timed clicks per side (default 30; 15 with --quick)")
     p.add_argument("--compare", type=int, default=5, help="clicks whose masks are compared (default 5)")
     p.add_argument("--image", type=Path, help="image to use, resized and centre-cropped to 1024x768 "
-                   f"(default: {PHOTOS / PREFERRED_PHOTO} if present, else {FALLBACK_IMAGE.name})")
+                   f"(default: ../shared/data/photos/{PREFERRED_PHOTO} if present, else {FALLBACK_IMAGE.name})")
     p.add_argument("--quick", action="store_true", help="vit_b and hiera_t only, fewer runs")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md", help=argparse.SUPPRESS)
@@ -100,9 +100,9 @@ def pick_image(path: Path | None) -> tuple[Path, str]:
         photos = [preferred] if preferred.is_file() else \
             sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if photos:
-            return photos[0], f"real photo `{photos[0]}`, resized and centre-cropped"
+            return photos[0], f"real photo `../{photos[0].relative_to(ROOT.parent)}`, resized and centre-cropped"
     return FALLBACK_IMAGE, f"`{FALLBACK_IMAGE.relative_to(ROOT)}` upscaled and centre-cropped " \
-                           f"(no {PHOTOS} folder here)"
+                           "(no ../shared/data/photos beside the repository)"
 
 
 def load_image(path: Path) -> np.ndarray:
