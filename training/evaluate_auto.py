@@ -64,6 +64,7 @@ def pick_prediction(proposals, gt: np.ndarray, pick: str) -> np.ndarray:
 class AutoEvalResult:
     maps: dict[str, dict[str, float]]                   # row -> {metric: value, "n": images}
     cos: dict[str, dict] = field(default_factory=dict)  # proposer -> CosEval.result()
+    cos_files: dict[str, tuple[dict, dict]] = field(default_factory=dict)  # -> CosEval.coco_files()
 
 
 def run_auto_eval(engines: dict[str, tuple[Any, tuple[str, ...]]], items, *,
@@ -101,7 +102,8 @@ def run_auto_eval(engines: dict[str, tuple[Any, tuple[str, ...]]], items, *,
         if progress:
             progress(done, len(groups))
     return AutoEvalResult({row: acc.result() for row, acc in rows.items()},
-                          {name: ev.result() for name, ev in cos_evals.items()})
+                          {name: ev.result() for name, ev in cos_evals.items()},
+                          {name: ev.coco_files() for name, ev in cos_evals.items()})
 
 
 def evaluate_auto(engines: dict[str, tuple[Any, tuple[str, ...]]], items,

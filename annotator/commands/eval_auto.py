@@ -6,7 +6,7 @@ pmg-sam, IP-SAM's six for ip-sam) with a row per engine and protocol; for an eng
 The baselines are the manifest's `eval_baselines`, run on `--baseline CKPT` (a SAM or a
 SAM 2 file: the family is read from the file), by default on the engine's own host
 checkpoint (`--backbone`) when it sits on one, else on the models folder's (the router's).
-`--json FILE` writes every number. A progress line per `--progress-every` images on stderr.
+`--json FILE` writes every number, `--coco-dir DIR` the COS protocol's COCO files. A progress line per `--progress-every` images on stderr.
 """
 from __future__ import annotations
 
@@ -67,11 +67,23 @@ def eval_auto(args, items, options: dict) -> int:
     if cos:
         print()
         print(format_cos_table(result.cos))
+    if cos and args.coco_dir:
+        _write_coco_files(Path(args.coco_dir), result.cos_files)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "engine": args.engine, "metrics": metrics, "images": n_images,
             "baseline_checkpoint": checkpoint, "maps": result.maps, "cos": result.cos}, indent=2) + "\n")
     return 0
+
+
+def _write_coco_files(folder: Path, files: dict) -> None:
+    """gt.json (the truth as a COCO dataset) and ENGINE.VARIANT.json (COCO results)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (name, (gt, results)) in enumerate(files.items()):
+        if index == 0:     # every proposer is scored on the same truth
+            (folder / "gt.json").write_text(json.dumps(gt) + "\n")
+        for variant, found in results.items():
+            (folder / f"{name}.{variant}.json").write_text(json.dumps(found) + "\n")
 
 
 def _baselines(args, info, engine) -> tuple[dict, str | None]:

@@ -89,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--baseline-option", action="append", default=[], metavar="KEY=VALUE",
                     help="auto engines: proposal option of the segment-everything baseline "
                          "(e.g. points_per_side=16), repeatable")
+    ev.add_argument("--coco-dir", default=None, metavar="DIR",
+                    help="auto engines with the COS protocol: write its COCO files there "
+                         "(gt.json, ENGINE.matched.json, ENGINE.all.json)")
     ev.add_argument("--progress-every", type=int, default=10, metavar="N",
                     help="auto engines: a progress line on stderr every N images")
     ev.add_argument("--models-dir", default=None, metavar="DIR")

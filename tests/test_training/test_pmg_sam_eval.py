@@ -84,7 +84,7 @@ def test_annotator_eval_pmg_sam_prints_dis_and_cos_beside_the_amg_of_the_baselin
     torch.save((tiny_sam() if family == "sam" else tiny_sam2(img_size=64)).state_dict(), baseline)
     out = tmp_path / "eval.json"
     args = _pmg_args(tmp_path, monkeypatch, baseline)
-    assert main(args + ["--json", str(out)]) == 0
+    assert main(args + ["--json", str(out), "--coco-dir", str(tmp_path / "coco")]) == 0
     captured = capsys.readouterr()
     table, amg = captured.out, f"{family}-amg"
     report = json.loads(out.read_text())
@@ -99,6 +99,13 @@ def test_annotator_eval_pmg_sam_prints_dis_and_cos_beside_the_amg_of_the_baselin
         assert r["matched"]["predictions"] <= r["all"]["predictions"]
         assert 0 <= r["all"]["AP"] <= 1 and 0 <= r["matched"]["AP"] <= 1
         assert f"| {name} | all components |" in table
+    from pycocotools.coco import COCO
+    gt = COCO(str(tmp_path / "coco" / "gt.json"))          # the files load in pycocotools
+    assert len(gt.getImgIds()) == 3 and len(gt.getAnnIds()) == report["cos"]["pmg-sam"]["instances"]
+    found = json.loads((tmp_path / "coco" / "pmg-sam.all.json").read_text())
+    assert len(found) == report["cos"]["pmg-sam"]["all"]["predictions"]
+    if found:
+        gt.loadRes(found)
     assert "[2/3] images" in captured.err and "[3/3] images" in captured.err
 
 
