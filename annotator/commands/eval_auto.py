@@ -6,7 +6,8 @@ pmg-sam, IP-SAM's six for ip-sam) with a row per engine and protocol; for an eng
 The baselines are the manifest's `eval_baselines`, run on `--baseline CKPT` (a SAM or a
 SAM 2 file: the family is read from the file), by default on the engine's own host
 checkpoint (`--backbone`) when it sits on one, else on the models folder's (the router's).
-`--json FILE` writes every number, `--coco-dir DIR` the COS protocol's COCO files. A progress line per `--progress-every` images on stderr.
+`--json FILE` writes every number, `--coco-dir DIR` the COS protocol's COCO files. A
+progress line per `--progress-every` images on stderr.
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def eval_auto(args, items, options: dict) -> int:
         print(f"annotator eval: error: --pick {args.pick!r}: choose from {', '.join(PICKS)}",
               file=sys.stderr)
         return 2
+    try:
+        baseline_options = option_pairs(args.baseline_option)
+    except ValueError as exc:
+        print(f"annotator eval: error: {str(exc).replace('--option', '--baseline-option')}",
+              file=sys.stderr)
+        return 2
+    if args.baseline and not args.no_baseline:
+        from training.auto_baselines import checkpoint_family
+        checkpoint_family(args.baseline)     # a missing or wrong file fails before any model loads
     info = manifest.get(args.engine)
     metrics = next((m for m in info.eval_metrics if m != "cos"), "dis")
     cos = "cos" in info.eval_metrics
@@ -47,12 +57,6 @@ def eval_auto(args, items, options: dict) -> int:
 
     # COS counts every component: no cap on how many instances come back
     propose = {args.engine: {"max_instances": 0}} if cos else {}
-    try:
-        baseline_options = option_pairs(args.baseline_option)
-    except ValueError as exc:
-        print(f"annotator eval: error: {str(exc).replace('--option', '--baseline-option')}",
-              file=sys.stderr)
-        return 2
     for name, (built, _) in engines.items():
         if name != args.engine and hasattr(built, "check_options"):
             built.check_options(baseline_options)      # a misspelt one: one line, exit 2

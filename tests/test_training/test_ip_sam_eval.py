@@ -103,5 +103,7 @@ def test_annotator_eval_ip_sam_bad_input_is_one_line_and_exit_2(tmp_path, capsys
     assert "--pick 'best': choose from" in capsys.readouterr().err
     assert main(args + ["--baseline-option", "points_per_side=0"]) == 2
     assert "points_per_side" in capsys.readouterr().err
+    assert main(args + ["--baseline-option", "grid"]) == 2
+    assert "--baseline-option 'grid' is not KEY=VALUE" in capsys.readouterr().err
     assert main(args + ["--split", "val", "--val-fraction", "0"]) == 2
     assert "split is empty" in capsys.readouterr().err
