@@ -56,3 +56,18 @@ def test_an_unmatched_false_positive_lowers_only_the_all_components_ap():
     assert r["matched"]["AP"] == pytest.approx(1.0) and r["matched"]["predictions"] == 1
     assert r["all"]["AP"] == pytest.approx(0.5, abs=0.01) and r["all"]["predictions"] == 2
     assert r["all"]["AP"] < r["matched"]["AP"]
+
+
+def test_two_blobs_of_a_map_become_two_instances_matched_to_their_truths():
+    """PMG-SAM's COS post-processing end to end: threshold 0.5, 8-connected components
+    (score = mean probability), Hungarian matching, AP 1 for the two exact blobs."""
+    from engines.pmg_sam import PmgOptions, instances
+    a, b, _ = blobs()
+    prob = np.where(a, 0.9, np.where(b, 0.7, 0.1))
+    masks, scores, _, _, found = instances(prob, PmgOptions(max_instances=0))
+    assert found == 2 and scores.tolist() == pytest.approx([0.9, 0.7])
+    pairs = match_instances([encode(m) for m in masks], [encode(b), encode(a)])
+    assert sorted((p, g) for p, g, _ in pairs) == [(0, 1), (1, 0)]
+    ev = CosEval()
+    ev.add([b, a], masks, scores)
+    assert ev.result()["matched"]["AP"] == pytest.approx(1.0)
