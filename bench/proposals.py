@@ -9,7 +9,13 @@ clear_refs) is the memory column. With random weights almost nothing passes the 
 filters, so a second setting (every filter off: IoU 0, stability 0, NMS 1.0) makes the
 post-processing do the work real weights would give it.
 
-    python bench/proposals.py [--archs vit_b hiera_t] [--runs 3] [--no-write]
+A second section (bench/promptless.py) times the promptless engines, PMG-SAM and
+IP-SAM, end to end and after the embedding against sam2-amg and one plain SAM 2
+embedding, with the issues' goals as verdicts (`--promptless-archs`, default hiera_b+;
+hiera_l is the paper's IP-SAM size).
+
+    python bench/proposals.py [--archs vit_b hiera_t] [--promptless-archs hiera_b+]
+                              [--only amg|promptless] [--runs 3] [--no-write]
 """
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ from _proc import cpu_header, reset_peak, status_kib  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PHOTO = ROOT.parent / "shared" / "data" / "photos" / "cars.jpg"
+# the shared data folder beside the checkout (or beside its worktrees' folder)
+PHOTO = next((d / "shared" / "data" / "photos" / "cars.jpg" for d in (ROOT, *ROOT.parents)
+              if (d / "shared" / "data" / "photos" / "cars.jpg").is_file()),
+             ROOT.parent / "shared" / "data" / "photos" / "cars.jpg")
 SETTINGS = {"defaults": {}, "filters off": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
                                             "box_nms_thresh": 1.0}}
 
@@ -135,21 +144,41 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    import promptless
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         print(json.dumps(worker(*sys.argv[2:5])))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--promptless-worker":
+        print(json.dumps(promptless.worker(*sys.argv[2:5], SETTINGS)))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--promptless-flops":
+        print(json.dumps(promptless.flops_worker(sys.argv[2])))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["vit_b", "hiera_t"])
+    parser.add_argument("--archs", nargs="+", default=["vit_b", "hiera_t"],
+                        help="ours against the reference generators: SAM / SAM 2 sizes")
+    parser.add_argument("--promptless-archs", nargs="+", default=[promptless.PMG_ARCH],
+                        help="PMG-SAM / IP-SAM against sam2-amg: SAM 2 sizes "
+                        f"({', '.join(promptless.ARCHS)}; PMG-SAM rows at {promptless.PMG_ARCH} only)")
+    parser.add_argument("--only", choices=("amg", "promptless"),
+                        help="run one of the two sections (default: both)")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip counting IP-SAM's FLOPs after the embedding")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    rows = run_all(args.archs, args.runs)
-    text = table(rows)
-    print(text)
-    if not args.no_write:
-        sys.path.insert(0, str(HERE))
-        from _docs import write_section
-        write_section(ROOT / "docs" / "benchmarks.md", "proposals", text)
+    from _docs import write_section
+    if args.only != "promptless":
+        text = table(run_all(args.archs, args.runs))
+        print(text)
+        if not args.no_write:
+            write_section(ROOT / "docs" / "benchmarks.md", "proposals", text)
+    if args.only != "amg":
+        text = promptless.table(promptless.run_all(args.promptless_archs, args.runs,
+                                                   flops=not args.no_flops))
+        print(text)
+        if not args.no_write:
+            write_section(ROOT / "docs" / "benchmarks.md", "promptless", text)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ class EngineInfo:
     # engine on the --baseline checkpoint, one of EVAL_PROTOCOLS) and its metric sets
     eval_baselines: tuple[str, ...] = ()
     eval_metrics: tuple[str, ...] = ()
+    # its adapter can train the heads alone (`--option heads_only=true`: no LoRA, the frozen
+    # encoder's features cached); the Train dialog offers it as a checkbox
+    heads_only: bool = False
 
     @property
     def trainable_plugin(self) -> bool:
@@ -80,14 +83,15 @@ ENGINES: tuple[EngineInfo, ...] = (
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
                "and a trained Pre-Mask-guided decoder (plugin)", catalogued=True,
                backbone_files=("hiera_b+", "u2net"), plugin_required=True, train="plugin",
-               adapter="training.adapters.pmg_sam", preset="salient",
+               adapter="training.adapters.pmg_sam", choosable=True, preset="salient",
                eval_baselines=("sam2-amg:top-score", "sam2-amg:oracle"),
                eval_metrics=("dis", "cos")),
     EngineInfo("ip-sam", frozenset({"auto"}), "engines.ip_sam", "IpSamEngine",
                "IP-SAM: camouflaged and medical targets with no prompt, from SAM 2 with a trained "
                "self-prompt plugin (LoRA + heads) through its own prompt encoder",
                plugin_hosts=("sam2",), plugin_required=True, train="plugin",
-               adapter="training.adapters.ip_sam", preset="camouflaged",
+               adapter="training.adapters.ip_sam", choosable=True, preset="camouflaged",
+               heads_only=True,
                eval_baselines=("sam2:null", "sam2:centroid-point", "sam2-amg:top-score"),
                eval_metrics=("cod",)),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
@@ -199,6 +203,8 @@ def _check(rows: Iterable[EngineInfo]) -> None:
         if info.preset is not None and (info.preset not in AUTO_PRESETS or "auto" not in info.tasks):
             raise ValueError(f"engine {info.name!r}: `preset` is one of {', '.join(AUTO_PRESETS)}, "
                              "on an auto engine")
+        if info.heads_only and info.train != "plugin":
+            raise ValueError(f"engine {info.name!r}: `heads_only` is a plugin-training mode")
         if info.backbone_files and not (info.catalogued and info.plugin_required
                                         and not info.plugin_hosts):
             raise ValueError(f"engine {info.name!r}: `backbone_files` are its own catalogued "

@@ -137,10 +137,25 @@ class Router:
             if missing:
                 return missing
             if spec.plugin_required:
-                return (f"no trained plugin with its backbone in {self.models_dir} (see "
-                        f"`annotator train {name}`)")
+                return self._no_plugin_reason(name)
             return f"no checkpoint in {self.models_dir} (see `annotator models list`)"
         return None
+
+    def _no_plugin_reason(self, name: str) -> str:
+        """No plugin pairs with an installed backbone: say so, and name the plugins that
+        were trained on other files and those that cannot be read."""
+        from engines.files.plugin_index import find_plugins, unreadable_plugins
+        why = f"no trained plugin with its backbone in {self.models_dir} (see `annotator train {name}`)"
+        others = [p.path.name for p in find_plugins(self.models_dir, name)]
+        if name in self.plugins:
+            others = [self.plugins[name].name]
+        if others:
+            files = [p.name for p in self._backbone_candidates(name)]
+            why += (f"; {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
+                    f"{'was' if len(others) == 1 else 'were'} trained on another backbone file than "
+                    f"{', '.join(files) or 'any installed one'} (a plugin only works on the frozen "
+                    "file it was trained with)")
+        return "; ".join([why, *unreadable_plugins(self.models_dir, name)[:2]])
 
     def _locate(self, name: str) -> Located:
         """The files an engine loads: an explicit checkpoint (arch read from its keys),

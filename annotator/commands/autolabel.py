@@ -93,9 +93,9 @@ def run(args) -> int:
             if project is not None and class_map:
                 project.set_class_map({**project.class_map(), **class_map})
         _raise(agree(comm, problem))
-        problem, proposer = _proposer(args, options)
-        _raise(agree(comm, problem))
-        try:
+        try:                   # a proposer that cannot be built releases the project too
+            problem, proposer = _proposer(args, options)
+            _raise(agree(comm, problem))
             summary = run_autolabel(project, proposer, options, comm=comm,
                                     progress=_print_progress if comm.rank == 0 else None)
         finally:

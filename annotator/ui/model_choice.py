@@ -1,7 +1,7 @@
 """The model picker's lower half: the trained plugins, and which file each engine loads.
 
-The user may pin an engine to one checkpoint (sam, sam2, hq-sam) or one trained plugin
-(hq-sam, stable-sam); the choice is {"checkpoints": {engine: path}, "plugins": {...}},
+The user may pin an engine to one checkpoint (the choosable engines that run without a
+plugin) or one trained plugin (the plugin engines, the promptless Auto ones too); the choice is {"checkpoints": {engine: path}, "plugins": {...}},
 exactly the Router's two keyword arguments, saved in the settings and handed to the
 session factory (`make_session`). Unpinned engines load what the router picks by
 itself, which this panel mirrors to say what "automatic" means.
@@ -31,6 +31,9 @@ PLUGIN_COLUMNS = ("Plugin", "Engine", "Backbone", "Trained", "Held-out metrics",
 CHOOSABLE = tuple(info.name for info in manifest.list_engines(choosable=True))
 CHECKPOINT_ENGINES = tuple(info.name for info in manifest.list_engines(choosable=True)
                            if not info.plugin_required)
+# engines that are nothing without a plugin: "automatic" names the plugin they load, and
+# their own catalogued files (pmg-sam's Hiera and U²-Net) are no choice of their own
+PLUGIN_ONLY = frozenset(info.name for info in manifest.ENGINES if info.plugin_required)
 BROWSE = ("browse", "")                                # the "Other checkpoint file…" item
 Choice = dict[str, dict[str, str]]   # {"checkpoints": {engine: path}, "plugins": {...}}
 PluginLister = Callable[[Path, dict], list]   # (folder, pinned checkpoints) -> [(plugin, backbone)]
@@ -161,7 +164,11 @@ class ModelChoicePanel(QWidget):
         used = {Path(p): "chosen" for files in self.choice.values() for p in files.values()}
         self.auto = {}
         for st in self.statuses:
-            if st.in_use and st.entry.engine not in self.auto:
+            if not st.in_use:
+                continue
+            if st.entry.engine in PLUGIN_ONLY:    # frozen files, whichever plugin is chosen
+                used.setdefault(st.path, "yes")
+            elif st.entry.engine not in self.auto:
                 self.auto[st.entry.engine] = st.entry.name
                 if not pinned(self.choice, st.entry.engine):
                     used[st.path] = "yes"
@@ -175,7 +182,7 @@ class ModelChoicePanel(QWidget):
     def _options(self, engine: str) -> list[tuple[str, tuple[str, str] | None]]:
         options = [(f"automatic ({self.auto.get(engine, 'nothing installed')})", None)]
         options += [(st.entry.name, ("checkpoints", str(st.path))) for st in self.statuses
-                    if st.entry.engine == engine and st.installed]
+                    if st.entry.engine == engine and st.installed and engine not in PLUGIN_ONLY]
         options += [(f"plugin {p.path.name} on {p.backbone_arch}, {p.created[:10]}"
                      + ("" if backbone else " (backbone missing)"), ("plugins", str(p.path)))
                     for p, backbone in self.plugins if p.engine == engine]

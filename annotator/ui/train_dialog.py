@@ -1,5 +1,6 @@
-"""File ▸ Train… (Ctrl+Shift+T): fine-tune a plugin engine (hq-sam, stable-sam) on this
-project's accepted masks, or on a COCO file, with progress, loss, time left and a log.
+"""File ▸ Train… (Ctrl+Shift+T): fine-tune a plugin engine on this project's accepted
+masks, or on a COCO file, with progress, loss, time left and a log; "heads only" trains
+an engine's heads alone where its adapter can (the manifest's `heads_only`).
 
 The run is `annotator train` in a child process (annotator/core/training_job.py) and a
 QTimer polls its event file, so the GUI thread never waits on it. Exporting the project
@@ -16,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QFormLayout, QGridLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QGridLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
                                QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -32,6 +33,16 @@ BACKBONE_ENGINES = manifest.plugin_host_engines()      # what a plugin sits on
 OWN_BACKBONES = {(info.name, info.backbone_files[0]) for info in manifest.ENGINES
                  if info.backbone_files}
 SHORTCUT = "Ctrl+Shift+T"
+# engines whose adapter trains the heads alone on request (`--option heads_only=true`)
+HEADS_ONLY_ENGINES = frozenset(info.name for info in manifest.ENGINES if info.heads_only)
+HEADS_ONLY_OPTION = ("--option", "heads_only=true")
+HEADS_ONLY_TIP = (
+    "Train the heads only: no LoRA on the frozen encoder, whose features are computed once "
+    "per image and cached (--cache-dir), so a step skips the encoder's forward and backward "
+    "passes. Saves most of the time per step and most of the memory, and the plugin is "
+    "smaller; costs accuracy where the encoder would have had to adapt to your images "
+    "(end to end, the default, trains the LoRA too). Only for engines whose plugin has "
+    "a LoRA part.")
 
 
 def _spin(parent: QWidget, most: int, value: int) -> QSpinBox:
@@ -79,6 +90,8 @@ class TrainDialog(QDialog):
         self.images_path.setPlaceholderText("its images folder")
         browse_coco, browse_images = QPushButton("Browse…", self), QPushButton("Browse…", self)
         self.steps, self.batch_size = _spin(self, 1_000_000, 500), _spin(self, 512, 4)
+        self.heads_only = QCheckBox("heads only (no LoRA, the encoder's features cached)", self)
+        self.heads_only.setToolTip(HEADS_ONLY_TIP)
         self.inputs = QWidget(self)
         form = QFormLayout(self.inputs)
         form.addRow("Engine:", self.engine)
@@ -93,6 +106,7 @@ class TrainDialog(QDialog):
         form.addRow("Training data:", data)
         form.addRow("Steps:", self.steps)
         form.addRow("Batch size:", self.batch_size)
+        form.addRow("Mode:", self.heads_only)
 
         self.phase, self.numbers, self.times = QLabel(self), QLabel(self), QLabel(self)
         self.bar = QProgressBar(self)
@@ -122,18 +136,33 @@ class TrainDialog(QDialog):
         browse_coco.clicked.connect(lambda: self._browse_file(self.coco_path))
         browse_images.clicked.connect(lambda: self._browse_folder(self.images_path))
         self.start_button.clicked.connect(self.start)
+        self.engine.currentTextChanged.connect(self._engine_changed)
         self.stop_button.clicked.connect(self.stop)
         self.models_button.clicked.connect(self.open_models)
         close.clicked.connect(self.hide)
         self.from_project.setEnabled(project is not None)
         (self.from_project if project is not None else self.from_coco).setChecked(True)
         self.refresh_backbones()
+        self._engine_changed(self.engine.currentText())
         self._set_running(False)
         self.models_button.setVisible(False)
         self.phase.setText("Choose what to train, then Start. The run goes on if this "
                            "window is closed.")
 
     # -- inputs
+
+    def _engine_changed(self, engine: str) -> None:
+        """The heads-only box is offered only where the engine's adapter has the mode."""
+        offered = engine in HEADS_ONLY_ENGINES
+        self.heads_only.setEnabled(offered)
+        if not offered:
+            self.heads_only.setChecked(False)
+
+    @property
+    def train_options(self) -> tuple[str, ...]:
+        """The `--option` arguments the chosen modes add to `annotator train`."""
+        offered = self.engine.currentText() in HEADS_ONLY_ENGINES
+        return HEADS_ONLY_OPTION if offered and self.heads_only.isChecked() else ()
 
     def refresh_backbones(self, pinned: dict[str, str] | None = None) -> None:
         """Installed SAM / SAM 2 checkpoints, the Hiera file of an engine with frozen
@@ -232,7 +261,8 @@ class TrainDialog(QDialog):
         self.job = TrainingJob(self.engine.currentText(), data, images,
                                self.backbone.currentData(), self.out_dir, self.steps.value(),
                                self.batch_size.value(),
-                               extra_args=("--cache-dir", str(feature_cache_dir())),
+                               extra_args=("--cache-dir", str(feature_cache_dir()),
+                                           *self.train_options),
                                launcher=self.launcher)
         self.log.appendPlainText("$ " + shlex.join(self.job.argv))
         try:

@@ -108,3 +108,18 @@ def plugin_beside(backbone: str | Path, engine: str,
     plugins = [p for folder in folders for p in scan_plugins(Path(folder), engine, recursive=False)]
     pair = usable_plugin(sorted(plugins, key=lambda p: p.created, reverse=True), [backbone])
     return pair[0].path if pair else None
+
+
+def unreadable_plugins(models_dir: Path, engine: str) -> list[str]:
+    """Why each file under plugins/ENGINE/ that scan_plugins skipped cannot be read (a
+    truncated copy, foreign bytes): the router names them when no plugin is usable."""
+    folder = plugins_dir(models_dir) / engine
+    problems = []
+    for path in sorted(folder.rglob("*.safetensors")) if folder.is_dir() else ():
+        if "features" in path.relative_to(folder).parts:
+            continue
+        try:
+            read_installed(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return problems
