@@ -84,8 +84,8 @@ def _ip_engine(arch: str):
     return IpSamEngine(model, backbone_key="bench", device="cpu"), model.image_encoder, "post"
 
 
-def worker(engine: str, arch: str, setting: str, amg_settings: dict) -> dict:
-    """One row, in this process."""
+def worker(engine: str, arch: str, setting: str, grid: str, amg_settings: dict) -> dict:
+    """One row, in this process (`grid`: sam2-amg's points per side)."""
     import torch
     from proposals import photo_1024x768
     torch.manual_seed(0)
@@ -93,7 +93,16 @@ def worker(engine: str, arch: str, setting: str, amg_settings: dict) -> dict:
     for package in ("engines.hosts", "engines.ip_sam", "engines.pmg_sam", "engines.sam_amg"):
         importlib.import_module(package)     # the code's memory is not the model's
     before_build = status_kib("VmRSS")
-    if engine in ("sam2", "sam2-amg"):
+    if engine == "pmg-sam" or engine == "ip-sam":
+        proposer, module, when = _pmg_engine() if engine == "pmg-sam" else _ip_engine(arch)
+        register = module.register_forward_pre_hook if when == "pre" else module.register_forward_hook
+        phases = Phases()
+        register(phases.split)
+        emb = proposer.embed(image)
+        t_map = time.perf_counter()
+        out = proposer.propose(emb)
+        instances_s = time.perf_counter() - t_map     # the map's components, part of "after"
+    else:                                  # sam2-amg, or one plain SAM 2 embedding
         from engines.hosts import Sam2Engine
         from engines.sam_amg import Sam2AmgEngine
         host = Sam2Engine(_sam2(arch), backbone_key="bench", device="cpu")
@@ -103,14 +112,10 @@ def worker(engine: str, arch: str, setting: str, amg_settings: dict) -> dict:
         out = None
         if engine == "sam2-amg":
             phases.split()
-            out = amg.propose(emb, {"points_per_side": 32, **amg_settings[setting]})
-    else:
-        proposer, module, when = _pmg_engine() if engine == "pmg-sam" else _ip_engine(arch)
-        register = module.register_forward_pre_hook if when == "pre" else module.register_forward_hook
-        phases = Phases()
-        register(phases.split)
-        out = proposer.propose(proposer.embed(image))
+            out = amg.propose(emb, {"points_per_side": int(grid), **amg_settings[setting]})
     row = phases.end()
+    if engine == "pmg-sam" or engine == "ip-sam":
+        row["instances_s"] = instances_s
     row["model_mib"] = (phases.base - before_build) / 1024       # the built model's RSS
     row["proposals"] = None if out is None else len(out)
     return row
@@ -151,7 +156,7 @@ def _spawn(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_all(archs: list[str], runs: int, flops: bool = True) -> dict:
+def run_all(archs: list[str], runs: int, flops: bool = True, grid: int = 32) -> dict:
     rows, parts = [], {}
     for arch in archs:
         if arch not in ARCHS:
@@ -159,15 +164,16 @@ def run_all(archs: list[str], runs: int, flops: bool = True) -> dict:
         for engine, a, setting in rows_for(arch):
             samples = []
             for _ in range(runs):
-                samples.append(_spawn(["--promptless-worker", engine, a, setting]))
+                samples.append(_spawn(["--promptless-worker", engine, a, setting, str(grid)]))
                 print(engine, a, setting, samples[-1], file=sys.stderr, flush=True)
             row = {k: float(np.median([s[k] for s in samples])) for k in samples[0] if k != "proposals"}
+            row.setdefault("instances_s", None)
             rows.append({"engine": engine, "arch": a, "setting": setting, "runs": runs,
                          "proposals": samples[0]["proposals"], **row})
         if flops:
             parts[arch] = _spawn(["--promptless-flops", arch])
             print("ip-sam flops", arch, parts[arch], file=sys.stderr, flush=True)
-    return {"rows": rows, "flops": parts}
+    return {"rows": rows, "flops": parts, "grid": grid}
 
 
 def _verdict(ratio: float, goal: float) -> str:
@@ -210,21 +216,26 @@ def table(result: dict) -> str:
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; full-size "
              "architectures with **RANDOM weights** (PMG-SAM: timm Hiera-B+ and U²-Net plus a "
              "random head; IP-SAM: SAM 2 with the LoRA merged plus random heads), so proposal "
-             "counts mean nothing; one 1024x768 crop of `cars.jpg`; sam2-amg at 32x32; median "
+             "counts mean nothing; one 1024x768 crop of `cars.jpg`; sam2-amg at "
+             f"{result['grid']}x{result['grid']}; median "
              f"of {rows[0]['runs']} runs, each in its own process. Embedding: SAM 2's image "
              "encoder (PMG-SAM: both frozen encoders); after: everything else up to the "
-             "proposals. Peak: RSS high-water growth over the built model (end to end) and over "
+             "proposals (of which instances: the probability map's connected components, "
+             "`propose`; random heads give a noisy map with many). Peak: RSS high-water growth over the built model (end to end) and over "
              "the state when the embedding is done (after); model: the RSS its weights take.", "",
-             "| engine | SAM 2 size | AMG filters | embedding (s) | after (s) | end to end (s) "
-             "| peak after (MiB) | peak end to end (MiB) | model (MiB) | proposals |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| engine | SAM 2 size | AMG filters | embedding (s) | after (s) | of which instances (s) "
+             "| end to end (s) | peak after (MiB) | peak end to end (MiB) | model (MiB) | proposals |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         after = "-" if r["engine"] == "sam2" else f"{r['after_s']:.2f}"
-        lines.append(f"| {r['engine']} | {r['arch']} | {r['setting']} | {r['embed_s']:.2f} | {after} | "
+        inst = "-" if r["instances_s"] is None else f"{r['instances_s']:.2f}"
+        lines.append(f"| {r['engine']} | {r['arch']} | {r['setting']} | {r['embed_s']:.2f} | {after} | {inst} | "
                      f"{r['total_s']:.2f} | {r['after_mib']:.0f} | {r['total_mib']:.0f} | "
                      f"{r['model_mib']:.0f} | "
                      f"{'-' if r['proposals'] is None else r['proposals']} |")
-    lines += ["", "Verdicts (time ratios, end to end includes the embedding on both sides):", ""]
+    lines += ["", "Verdicts (time ratios, end to end includes the embedding on both sides)"
+              + ("" if result["grid"] == 32 else f"; sam2-amg at {result['grid']}x{result['grid']}, "
+                 "not the goals' 32x32: a smoke run, these verdicts do not count") + ":", ""]
     lines += verdicts(rows)
     for arch, parts in result["flops"].items():
         split = ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if k != "total")

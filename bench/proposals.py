@@ -149,7 +149,7 @@ def main() -> None:
         print(json.dumps(worker(*sys.argv[2:5])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--promptless-worker":
-        print(json.dumps(promptless.worker(*sys.argv[2:5], SETTINGS)))
+        print(json.dumps(promptless.worker(*sys.argv[2:6], SETTINGS)))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--promptless-flops":
         print(json.dumps(promptless.flops_worker(sys.argv[2])))
@@ -162,6 +162,8 @@ def main() -> None:
                         f"({', '.join(promptless.ARCHS)}; PMG-SAM rows at {promptless.PMG_ARCH} only)")
     parser.add_argument("--only", choices=("amg", "promptless"),
                         help="run one of the two sections (default: both)")
+    parser.add_argument("--grid", type=int, default=32, help="sam2-amg's points per side in "
+                        "the promptless section (32: the issues' goals; less only for a smoke run)")
     parser.add_argument("--no-flops", action="store_true",
                         help="skip counting IP-SAM's FLOPs after the embedding")
     parser.add_argument("--runs", type=int, default=3)
@@ -175,7 +177,7 @@ def main() -> None:
             write_section(ROOT / "docs" / "benchmarks.md", "proposals", text)
     if args.only != "amg":
         text = promptless.table(promptless.run_all(args.promptless_archs, args.runs,
-                                                   flops=not args.no_flops))
+                                                   flops=not args.no_flops, grid=args.grid))
         print(text)
         if not args.no_write:
             write_section(ROOT / "docs" / "benchmarks.md", "promptless", text)
