@@ -207,3 +207,15 @@ def test_ip_sam_sam2_file_that_is_no_sam2_is_named(ip_env, capsys):
     write_ip_plugin(plugins / "ip.safetensors", sam2)
     code, err = autolabel(models, project, "ip-sam", capsys)
     assert code == 2 and f"checkpoint {sam2} is not a SAM 2.1 checkpoint, which ip-sam needs" in err, err
+
+
+@pytest.mark.parametrize("engine", ["pmg-sam", "ip-sam"])
+def test_segment_says_a_promptless_engine_takes_no_clicks(env, tmp_path, capsys, engine):
+    """`annotator segment` is the click command: a promptless engine there is one line, exit 2."""
+    models, _ = env
+    install_pmg(models)
+    image = tmp_path / "images" / "photo.png"
+    code = main(["segment", str(image), "--point", "5,5", "--engine", engine,
+                 "--models-dir", str(models), "--no-cache"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{engine}: does not answer points prompts" in err and "\n" not in err, err
