@@ -14,8 +14,8 @@ IP-SAM, end to end and after the embedding against sam2-amg and one plain SAM 2
 embedding, with the issues' goals as verdicts (`--promptless-archs`, default hiera_b+;
 hiera_l is the paper's IP-SAM size).
 
-    python bench/proposals.py [--archs vit_b hiera_t] [--promptless-archs hiera_b+]
-                              [--only amg|promptless] [--runs 3] [--no-write]
+    python bench/proposals.py [--archs vit_b hiera_t] [--promptless-archs hiera_b+ hiera_l]
+                              [--only amg|promptless] [--grid 32] [--runs 3] [--no-write]
 """
 from __future__ import annotations
 
