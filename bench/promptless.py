@@ -176,6 +176,11 @@ def run_all(archs: list[str], runs: int, flops: bool = True, grid: int = 32) -> 
     return {"rows": rows, "flops": parts, "grid": grid}
 
 
+def _masks_mib(n: int | None) -> float:
+    """What n boolean masks at the photo's size hold (random heads: up to max_instances)."""
+    return (n or 0) * 1024 * 768 / 2**20
+
+
 def _verdict(ratio: float, goal: float) -> str:
     return f"{ratio:.3f}x (goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})"
 
@@ -193,8 +198,9 @@ def verdicts(rows: list[dict]) -> list[str]:
                 lines.append(f"- Issue 15, {arch}, AMG {s}: PMG-SAM end to end "
                              f"{_verdict(pmg['total_s'] / a['total_s'], GOALS['pmg_time'])} of "
                              f"sam2-amg's; peak {pmg['total_mib']:.0f} MiB vs {a['total_mib']:.0f}: "
-                             f"{mem} AMG's (goal: below); with the models' weights "
-                             f"{held[0]:.0f} vs {held[1]:.0f} MiB")
+                             f"{mem} AMG's (goal: below; of PMG-SAM's, its {pmg['proposals']} "
+                             f"boolean masks take {_masks_mib(pmg['proposals']):.0f}); with the "
+                             f"models' weights {held[0]:.0f} vs {held[1]:.0f} MiB")
         if ("ip-sam", "-") in get:
             ip = get[("ip-sam", "-")]
             for s, a in amg:
