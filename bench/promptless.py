@@ -208,9 +208,10 @@ def verdicts(rows: list[dict]) -> list[str]:
                              f"{_verdict(ip['after_s'] / a['after_s'], GOALS['ip_after'])} of "
                              "sam2-amg's")
             if ("sam2", "-") in get:
+                ratio = ip["total_s"] / get[("sam2", "-")]["total_s"]
                 lines.append(f"- Issue 16, {arch}: IP-SAM end to end "
-                             f"{_verdict(ip['total_s'] / get[('sam2', '-')]['total_s'], GOALS['ip_vs_embedding'])}"
-                             " of one plain SAM 2 embedding")
+                             f"{_verdict(ratio, GOALS['ip_vs_embedding'])} of one plain SAM 2 "
+                             "embedding")
     return lines
 
 
@@ -227,16 +228,17 @@ def table(result: dict) -> str:
              f"of {rows[0]['runs']} runs, each in its own process. Embedding: SAM 2's image "
              "encoder (PMG-SAM: both frozen encoders); after: everything else up to the "
              "proposals (of which instances: the probability map's connected components, "
-             "`propose`; random heads give a noisy map with many). Peak: RSS high-water growth over the built model (end to end) and over "
-             "the state when the embedding is done (after); model: the RSS its weights take.", "",
+             "`propose`; random heads give a noisy map with many). Peak: RSS high-water "
+             "growth over the built model (end to end) and over the state when the embedding "
+             "is done (after); model: the RSS its weights take.", "",
              "| engine | SAM 2 size | AMG filters | embedding (s) | after (s) | of which instances (s) "
              "| end to end (s) | peak after (MiB) | peak end to end (MiB) | model (MiB) | proposals |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         after = "-" if r["engine"] == "sam2" else f"{r['after_s']:.2f}"
         inst = "-" if r["instances_s"] is None else f"{r['instances_s']:.2f}"
-        lines.append(f"| {r['engine']} | {r['arch']} | {r['setting']} | {r['embed_s']:.2f} | {after} | {inst} | "
-                     f"{r['total_s']:.2f} | {r['after_mib']:.0f} | {r['total_mib']:.0f} | "
+        lines.append(f"| {r['engine']} | {r['arch']} | {r['setting']} | {r['embed_s']:.2f} | "
+                     f"{after} | {inst} | {r['total_s']:.2f} | {r['after_mib']:.0f} | {r['total_mib']:.0f} | "
                      f"{r['model_mib']:.0f} | "
                      f"{'-' if r['proposals'] is None else r['proposals']} |")
     lines += ["", "Verdicts (time ratios, end to end includes the embedding on both sides)"

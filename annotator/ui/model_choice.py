@@ -1,8 +1,8 @@
 """The model picker's lower half: the trained plugins, and which file each engine loads.
 
 The user may pin an engine to one checkpoint (the choosable engines that run without a
-plugin) or one trained plugin (the plugin engines, the promptless Auto ones too); the choice is {"checkpoints": {engine: path}, "plugins": {...}},
-exactly the Router's two keyword arguments, saved in the settings and handed to the
+plugin) or one trained plugin (the plugin engines, the promptless Auto ones too); the
+choice is {"checkpoints": {engine: path}, "plugins": {...}}, exactly the Router's two keyword arguments, saved in the settings and handed to the
 session factory (`make_session`). Unpinned engines load what the router picks by
 itself, which this panel mirrors to say what "automatic" means.
 
