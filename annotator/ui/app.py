@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from annotator.core.errors import CoreError, ProjectError
+from annotator.core.errors import ProjectError
 from annotator.core.store import Project
 
 PROJECT_FILE = "annotations.sqlite"

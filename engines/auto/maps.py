@@ -75,10 +75,14 @@ def map_instances(prob: np.ndarray, opts: MapOptions):
     ids = ids[np.argsort(-scores[ids], kind="stable")]
     if opts.max_instances:
         ids = ids[:opts.max_instances]
-    masks = labels[None] == (ids + 1)[:, None, None]
     x, y = stats[1:, cv2.CC_STAT_LEFT][ids], stats[1:, cv2.CC_STAT_TOP][ids]
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH][ids], stats[1:, cv2.CC_STAT_HEIGHT][ids]
     boxes = np.stack([x, y, x + bw, y + bh], 1).astype(np.float32)
+    # each mask written inside its own box only: np.zeros leaves the rest as untouched
+    # (shared zero) pages, so N components cost their boxes' area, not N full images
+    masks = np.zeros((len(ids), h, w), bool)
+    for i, (c, x0, y0, x1, y1) in enumerate(zip(ids + 1, x, y, x + bw, y + bh)):
+        masks[i, y0:y1, x0:x1] = labels[y0:y1, x0:x1] == c
     return masks, scores[ids], boxes, areas[ids], n - 1
 
 
