@@ -40,6 +40,25 @@ def build_sam2_architecture(arch: str, overrides: list[str] | None = None):
                       hydra_overrides_extra=overrides or []).eval()
 
 
+TINY_SAM2 = "tiny"   # a SAM 2 state dict of no official size: engines.hosts.tiny.tiny_sam2's
+
+
+def build_sam2_for_state(state, path: str | Path, arch: str | None = None):
+    """(arch, randomly initialised model) for a SAM 2 state dict: an official size read
+    from the trunk, or `tiny` (tiny_sam2 at 256 px, as `annotator train sam2 --backbone
+    scratch:tiny` saves it) for another SAM 2 shape; CheckpointError if not SAM 2."""
+    from engines.hosts.detect import is_sam2_state
+    arch = arch or guess_sam2_arch(state) or (TINY_SAM2 if is_sam2_state(state) else None)
+    if arch is None:
+        raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
+                              f"{describe_checkpoint(state)}")
+    if arch != TINY_SAM2:
+        return arch, build_sam2_architecture(arch)
+    from engines.hosts.tiny import tiny_sam2
+    with torch.random.fork_rng(devices=[]):   # tiny_sam2 seeds torch
+        return arch, tiny_sam2()
+
+
 class Sam2Engine:
     name = "sam2"
 
@@ -67,11 +86,7 @@ class Sam2Engine:
                         exact: bool = False):
         """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
-        arch = arch or guess_sam2_arch(state)
-        if arch is None:
-            raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
-                                  f"{describe_checkpoint(state)}")
-        model = build_sam2_architecture(arch)
+        arch, model = build_sam2_for_state(state, path, arch)
         load_into(model, state, path, expected=f"SAM 2.1 {arch}")
         return cls(model, backbone_key=f"sam2:{arch}:{checkpoint_identity(path)}", device=device,
                    exact=exact)
