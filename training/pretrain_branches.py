@@ -35,8 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.pmg_sam import HieraSpec, build_timm_hiera, prepare
-from engines.pmg_sam.u2net import full_model
+from engines.pmg_sam import HieraSpec, build_timm_hiera, prepare, u2net_full_model
 
 from .items import items_from_coco, union_items
 from .losses import dense_bce_dice
@@ -63,11 +62,11 @@ class HieraSaliency(nn.Module):
 
 
 class U2NetP(nn.Module):
-    """The official U2NETP forward over `full_model("u2netp")`'s modules: [d0, d1..d6]."""
+    """The official U2NETP forward over `u2net_full_model("u2netp")`'s modules: [d0, d1..d6]."""
 
     def __init__(self):
         super().__init__()
-        self.net = full_model("u2netp")
+        self.net = u2net_full_model("u2netp")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         n = self.net

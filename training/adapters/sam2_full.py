@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.files import checkpoint_identity, load_into, load_state_dict
-from engines.hosts import build_sam2_for_state
-from engines.hosts.tiny import tiny_sam2
+from engines.hosts import build_sam2_for_state, tiny_sam2
 
 from ..api import AdapterOutput, TrainPrompt, register_adapter
 from .sam_full import SamFullAdapter
