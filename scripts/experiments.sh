@@ -58,11 +58,15 @@ PMG=$(ls "$EXP"/pmg-sam/*.safetensors)
 $A eval pmg-sam --backbone "$HIERA" --plugin "$PMG" "${DATA[@]}" --baseline "$SAM" \
     --json "$EXP/eval-pmg-sam.json"
 
-# 6. a tiny SAM 2 from scratch (whole model, official {"model": ...} layout), then IP-SAM on
+# 6. a tiny SAM 2 from scratch (whole model, official {"model": ...} layout; its own folders,
+#    not the tiny SAM's tiny-sam2/), 800 more steps from it, then IP-SAM on
 #    generated camouflage data (objects cut from their own background)
 $A train sam2 --backbone scratch:tiny "${DATA[@]}" --steps 1000 --batch-size 8 --lr 8e-4 \
-    --warmup-steps 100 --schedule cosine --out "$EXP/tiny-sam2" --events "$EXP/tiny-sam2/events.jsonl"
-SAM2=$(ls "$EXP"/tiny-sam2/sam2-*.pt)
+    --warmup-steps 100 --schedule cosine --out "$EXP/sam2-tiny" --events "$EXP/sam2-tiny/events.jsonl"
+$A train sam2 --backbone "$EXP/sam2-tiny/sam2-sam2-scratch-tiny-none.pt" "${DATA[@]}" --steps 800 \
+    --batch-size 8 --lr 8e-4 --warmup-steps 50 --schedule cosine --out "$EXP/sam2-tiny-b" \
+    --events "$EXP/sam2-tiny-b/events.jsonl"
+SAM2=$(ls "$EXP"/sam2-tiny-b/sam2-*.pt)
 .venv/bin/python -m training.synthetic_camo "$EXP/camo" --images 320 --size 256 --seed 0
 CAMO=(--data "$EXP/camo/instances.json" --images "$EXP/camo/images")
 IP_CONFIG='{"image_size": 256, "transformer_dim": 32, "lora_rank": 4, "num_heads": 2,
