@@ -39,7 +39,7 @@ $A eval hq-sam --backbone "$SAM" --plugin "$HQ" "${DATA[@]}" --protocol tight-bo
 $A eval stable-sam --backbone "$SAM" --plugin "$ST" "${DATA[@]}" \
     --protocol noisy-box,1-point,3-point,tight-box --prompts 20 --json "$EXP/eval-stable-sam.json"
 
-# ---- PMG-SAM and IP-SAM (docs/experiments.md, "PMG-SAM" and "IP-SAM"; about 1.5 hours) ----
+# ---- PMG-SAM and IP-SAM (docs/experiments.md, their two sections; about 1.5 hours on 2 cores) ----
 # 5. small PMG-SAM branches pre-trained here on the salient targets of the same data (the
 #    training side of the split only), saved as a timm Hiera state dict and a u2netp.pth
 .venv/bin/python -m training.pretrain_branches "${DATA[@]}" --out "$EXP/branches" \
@@ -54,7 +54,11 @@ HIERA_SPEC='{"variant": "hiera_tiny_224", "embed_dim": 16, "num_heads": 1,
 $A train pmg-sam --backbone "$HIERA" "${DATA[@]}" --steps 200 --batch-size 8 --lr 8e-4 \
     --schedule cosine --warmup-steps 20 --option config="$PMG_CONFIG" --option hiera="$HIERA_SPEC" \
     --out "$EXP/pmg-sam" --events "$EXP/pmg-sam/events.jsonl"
-PMG=$(ls "$EXP"/pmg-sam/*.safetensors)
+$A train pmg-sam --backbone "$HIERA" "${DATA[@]}" --steps 350 --batch-size 8 --lr 5e-4 \
+    --schedule cosine --warmup-steps 10 --option config="$PMG_CONFIG" --option hiera="$HIERA_SPEC" \
+    --option start_from="$(ls "$EXP"/pmg-sam/*.safetensors)" --out "$EXP/pmg-sam2" \
+    --events "$EXP/pmg-sam2/events.jsonl"
+PMG=$(ls "$EXP"/pmg-sam2/*.safetensors)
 $A eval pmg-sam --backbone "$HIERA" --plugin "$PMG" "${DATA[@]}" --baseline "$SAM" \
     --json "$EXP/eval-pmg-sam.json"
 
@@ -72,7 +76,14 @@ CAMO=(--data "$EXP/camo/instances.json" --images "$EXP/camo/images")
 IP_CONFIG='{"image_size": 256, "transformer_dim": 32, "lora_rank": 4, "num_heads": 2,
   "mlp_dim": 128, "psg_hidden": 16, "lateral_hidden": 16, "refine_width": 32,
   "refine_bottleneck": 16}'
-$A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 300 --batch-size 4 --lr 1e-3 \
+$A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 1200 --batch-size 4 --lr 1e-3 \
     --grad-clip 1.0 --option config="$IP_CONFIG" --out "$EXP/ip-sam" --events "$EXP/ip-sam/events.jsonl"
 IP=$(ls "$EXP"/ip-sam/*.safetensors)
 $A eval ip-sam --backbone "$SAM2" --plugin "$IP" "${CAMO[@]}" --json "$EXP/eval-ip-sam.json"
+# IP-SAM's own ablation baseline (LoRA + task decoder, null prompts), same recipe
+IP_NULL=${IP_CONFIG%\}}', "prompts": "null", "psg": false, "output_tokens": "learned",
+  "lateral": false, "refine": false}'
+$A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 1200 --batch-size 4 --lr 1e-3 \
+    --grad-clip 1.0 --option config="$IP_NULL" --out "$EXP/ip-sam-null" --events "$EXP/ip-sam-null/events.jsonl"
+$A eval ip-sam --backbone "$SAM2" --plugin "$(ls "$EXP"/ip-sam-null/*.safetensors)" "${CAMO[@]}" \
+    --json "$EXP/eval-ip-sam-null.json"
