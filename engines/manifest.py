@@ -67,7 +67,7 @@ ENGINES: tuple[EngineInfo, ...] = (
                train="whole", adapter="training.adapters.sam_full", choosable=True),
     EngineInfo("sam2", frozenset({"points", "box"}), "engines.hosts.sam2", "Sam2Engine",
                "SAM 2.1 (Hiera T/S/B+/L), official checkpoints", catalogued=True,
-               choosable=True),
+               train="whole", adapter="training.adapters.sam2_full", choosable=True),
     EngineInfo("hq-sam", frozenset({"points", "box"}), "engines.hq_sam", "HqSamEngine",
                "HQ-SAM: SAM plus the HQ output token for fine boundaries and thin structures "
                "(official sam_hq_vit_* files, or SAM / SAM 2 + an HQ plugin)",

@@ -38,3 +38,52 @@ $A eval hq-sam --backbone "$SAM" --plugin "$HQ" "${DATA[@]}" --protocol tight-bo
     --option hq_token_only=true --no-baseline --json "$EXP/eval-hq-sam-hq-only.json"
 $A eval stable-sam --backbone "$SAM" --plugin "$ST" "${DATA[@]}" \
     --protocol noisy-box,1-point,3-point,tight-box --prompts 20 --json "$EXP/eval-stable-sam.json"
+
+# ---- PMG-SAM and IP-SAM (docs/experiments.md, their two sections; about 1.5 hours on 2 cores) ----
+# 5. small PMG-SAM branches pre-trained here on the salient targets of the same data (the
+#    training side of the split only), saved as a timm Hiera state dict and a u2netp.pth
+.venv/bin/python -m training.pretrain_branches "${DATA[@]}" --out "$EXP/branches" \
+    --hiera-steps 300 --u2net-steps 300 --batch-size 8 --lr 1e-3
+HIERA="$EXP/branches/small_hiera.pth"    # u2net.pth beside it
+PMG_CONFIG='{"image_size": 256, "u2net_size": 64, "hiera_channels": [16, 32, 64, 128],
+  "u2_channels": [64, 64, 64, 64, 64, 64], "adapter_channels": 8, "growth": 8, "gn_groups": 8,
+  "premask_size": 64, "transformer_dim": 64, "num_heads": 4, "mlp_dim": 256,
+  "premask_patch": 8, "iou_head_hidden_dim": 64}'
+HIERA_SPEC='{"variant": "hiera_tiny_224", "embed_dim": 16, "num_heads": 1,
+  "stages": [1, 2, 3, 1], "pretrain_img_size": 256}'
+$A train pmg-sam --backbone "$HIERA" "${DATA[@]}" --steps 200 --batch-size 8 --lr 8e-4 \
+    --schedule cosine --warmup-steps 20 --option config="$PMG_CONFIG" --option hiera="$HIERA_SPEC" \
+    --out "$EXP/pmg-sam" --events "$EXP/pmg-sam/events.jsonl"
+$A train pmg-sam --backbone "$HIERA" "${DATA[@]}" --steps 350 --batch-size 8 --lr 5e-4 \
+    --schedule cosine --warmup-steps 10 --option config="$PMG_CONFIG" --option hiera="$HIERA_SPEC" \
+    --option start_from="$(ls "$EXP"/pmg-sam/*.safetensors)" --out "$EXP/pmg-sam2" \
+    --events "$EXP/pmg-sam2/events.jsonl"
+PMG=$(ls "$EXP"/pmg-sam2/*.safetensors)
+$A eval pmg-sam --backbone "$HIERA" --plugin "$PMG" "${DATA[@]}" --baseline "$SAM" \
+    --json "$EXP/eval-pmg-sam.json"
+
+# 6. a tiny SAM 2 from scratch (whole model, official {"model": ...} layout; its own folders,
+#    not the tiny SAM's tiny-sam2/), 800 more steps from it, then IP-SAM on
+#    generated camouflage data (objects cut from their own background)
+$A train sam2 --backbone scratch:tiny "${DATA[@]}" --steps 1000 --batch-size 8 --lr 8e-4 \
+    --warmup-steps 100 --schedule cosine --out "$EXP/sam2-tiny" --events "$EXP/sam2-tiny/events.jsonl"
+$A train sam2 --backbone "$EXP/sam2-tiny/sam2-sam2-scratch-tiny-none.pt" "${DATA[@]}" --steps 800 \
+    --batch-size 8 --lr 8e-4 --warmup-steps 50 --schedule cosine --out "$EXP/sam2-tiny-b" \
+    --events "$EXP/sam2-tiny-b/events.jsonl"
+SAM2=$(ls "$EXP"/sam2-tiny-b/sam2-*.pt)
+.venv/bin/python -m training.synthetic_camo "$EXP/camo" --images 320 --size 256 --seed 0
+CAMO=(--data "$EXP/camo/instances.json" --images "$EXP/camo/images")
+IP_CONFIG='{"image_size": 256, "transformer_dim": 32, "lora_rank": 4, "num_heads": 2,
+  "mlp_dim": 128, "psg_hidden": 16, "lateral_hidden": 16, "refine_width": 32,
+  "refine_bottleneck": 16}'
+$A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 1200 --batch-size 4 --lr 1e-3 \
+    --grad-clip 1.0 --option config="$IP_CONFIG" --out "$EXP/ip-sam" --events "$EXP/ip-sam/events.jsonl"
+IP=$(ls "$EXP"/ip-sam/*.safetensors)
+$A eval ip-sam --backbone "$SAM2" --plugin "$IP" "${CAMO[@]}" --json "$EXP/eval-ip-sam.json"
+# IP-SAM's own ablation baseline (LoRA + task decoder, null prompts), same recipe
+IP_NULL=${IP_CONFIG%\}}', "prompts": "null", "psg": false, "output_tokens": "learned",
+  "lateral": false, "refine": false}'
+$A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 1200 --batch-size 4 --lr 1e-3 \
+    --grad-clip 1.0 --option config="$IP_NULL" --out "$EXP/ip-sam-null" --events "$EXP/ip-sam-null/events.jsonl"
+$A eval ip-sam --backbone "$SAM2" --plugin "$(ls "$EXP"/ip-sam-null/*.safetensors)" "${CAMO[@]}" \
+    --json "$EXP/eval-ip-sam-null.json"

@@ -191,7 +191,12 @@ def render_image(rng: Rng, size: int) -> tuple[np.ndarray, list[tuple[str, np.nd
         fill = _texture(rng, size, _colour(rng, bg_base), (3.0, 10.0), 10.0)
         canvas[mask > 0] = fill[mask > 0]
         layers.append((kind, mask > 0))
-    image = np.clip(canvas, 0, 255).astype(np.uint8)
+    return np.clip(canvas, 0, 255).astype(np.uint8), visible_objects(layers, size)
+
+
+def visible_objects(layers: list[tuple[str | None, np.ndarray]], size: int
+                    ) -> list[tuple[str, np.ndarray]]:
+    """The labelled layers' visible pixels (bottom to top), tiny remnants dropped."""
     covered = np.zeros((size, size), bool)
     objects: list[tuple[str, np.ndarray]] = []
     min_area = max(6, size * size // 2000)
@@ -200,7 +205,7 @@ def render_image(rng: Rng, size: int) -> tuple[np.ndarray, list[tuple[str, np.nd
         covered |= mask
         if kind is not None and visible.sum() >= min_area:
             objects.append((kind, visible))
-    return image, objects[::-1]
+    return objects[::-1]
 
 
 def annotator_log(mask: np.ndarray, rng: Rng) -> list[dict[str, Any]]:
@@ -222,8 +227,13 @@ def annotator_log(mask: np.ndarray, rng: Rng) -> list[dict[str, Any]]:
 
 # ---- the dataset --------------------------------------------------------------------------
 
-def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0) -> Path:
-    """Write `n_images` scenes and their COCO file; returns the path of instances.json."""
+Render = Callable[[Rng, int], tuple[np.ndarray, list[tuple[str, np.ndarray]]]]
+
+
+def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0,
+             render: Render = render_image, source: str = "training.synthetic") -> Path:
+    """Write `n_images` scenes (`render`: one image and its objects) and their COCO
+    file; returns the path of instances.json."""
     if n_images < 1 or size < 32:
         raise ValueError(f"need at least 1 image of at least 32 px, got {n_images} x {size}px")
     out = Path(out_dir)
@@ -232,7 +242,7 @@ def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0)
     images, annotations = [], []
     for i in range(n_images):
         rng = np.random.default_rng([seed, i, size])
-        image, objects = render_image(rng, size)
+        image, objects = render(rng, size)
         name = f"{i:06d}.png"
         Image.fromarray(image).save(out / "images" / name)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size,
@@ -244,7 +254,7 @@ def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0)
                 "bbox": [int(v) for v in geometry.mask_bbox(mask)], "iscrowd": 0,
                 "score": None, "engine": "synthetic", "prompts": annotator_log(mask, rng)})
     doc = {
-        "info": {"description": f"training.synthetic: {n_images} images, {size}px, seed {seed}",
+        "info": {"description": f"{source}: {n_images} images, {size}px, seed {seed}",
                  "version": "1.0"},
         "licenses": [], "images": images,
         "categories": [{"id": cat_ids[n], "name": n,

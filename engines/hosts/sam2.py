@@ -24,7 +24,6 @@ from engines.hosts.geometry import sam2_feature_maps, sam2_prompt_points, sam2_s
 from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
 
-TINY = "tiny"   # a test-size SAM 2 (engines.hosts.tiny), never guessed from a file
 SAM2_CONFIGS = {
     "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
     "hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
@@ -39,6 +38,25 @@ def build_sam2_architecture(arch: str, overrides: list[str] | None = None):
         raise CheckpointError(f"unknown SAM 2 architecture {arch!r}; choose one of {', '.join(SAM2_CONFIGS)}")
     return build_sam2(SAM2_CONFIGS[arch], ckpt_path=None, device="cpu",
                       hydra_overrides_extra=overrides or []).eval()
+
+
+TINY_SAM2 = "tiny"   # a SAM 2 state dict of no official size: engines.hosts.tiny.tiny_sam2's
+
+
+def build_sam2_for_state(state, path: str | Path, arch: str | None = None, image_size: int = 256):
+    """(arch, randomly initialised model) for a SAM 2 state dict: an official size read
+    from the trunk, or `tiny` (tiny_sam2 at `image_size`, 256 px as `annotator train sam2
+    --backbone scratch:tiny` saves it) for another SAM 2 shape; CheckpointError if not SAM 2."""
+    from engines.hosts.detect import is_sam2_state
+    arch = arch or guess_sam2_arch(state) or (TINY_SAM2 if is_sam2_state(state) else None)
+    if arch is None:
+        raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
+                              f"{describe_checkpoint(state)}")
+    if arch != TINY_SAM2:
+        return arch, build_sam2_architecture(arch)
+    from engines.hosts.tiny import tiny_sam2
+    with torch.random.fork_rng(devices=[]):   # tiny_sam2 seeds torch
+        return arch, tiny_sam2(img_size=image_size)
 
 
 class Sam2Engine:
@@ -70,16 +88,7 @@ class Sam2Engine:
         "tiny" (asked for by name only) is a file of engines.hosts.tiny.tiny_sam2, built at
         `image_size` (a test-size SAM 2's state dict does not record it)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
-        arch = arch or guess_sam2_arch(state)
-        if arch is None:
-            raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
-                                  f"{describe_checkpoint(state)}")
-        if arch == TINY:
-            from engines.hosts.tiny import tiny_sam2
-            with torch.random.fork_rng(devices=[]):   # tiny_sam2 seeds torch
-                model = tiny_sam2(img_size=image_size)
-        else:
-            model = build_sam2_architecture(arch)
+        arch, model = build_sam2_for_state(state, path, arch, image_size=image_size)
         load_into(model, state, path, expected=f"SAM 2.1 {arch}")
         return cls(model, backbone_key=f"sam2:{arch}:{checkpoint_identity(path)}", device=device,
                    exact=exact)

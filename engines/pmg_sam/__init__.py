@@ -28,6 +28,7 @@ from engines.pmg_sam.options import PmgOptions
 from engines.pmg_sam.preprocess import prepare, resized_shape, restore
 from engines.pmg_sam.tiny import TinyHiera, TinyU2, tiny_pmg_sam
 from engines.pmg_sam.u2net import U2NetEncoder, load_u2net_encoder, official_layout
+from engines.pmg_sam.u2net import full_model as u2net_full_model
 from engines.pmg_sam.weights import (
            ENGINE,
            U2NET_FILE,
@@ -78,4 +79,5 @@ __all__ = [
            "sam_init_state",
            "save_pmg_plugin",
            "tiny_pmg_sam",
+           "u2net_full_model",
 ]

@@ -7,7 +7,8 @@ BatchNorm + ReLU; an RSU-L block is a small U-Net of depth L with max-pool downs
 bilinear upsampling and a residual `hx1d + hxin`; RSU-4F replaces pooling by dilation.
 The official file also holds the decoder (stage5d..stage1d, side1..side6, outconv);
 `load_u2net_encoder` checks those keys and shapes against the official layout too, so a
-U²-Netp or foreign file is refused by name, then loads only the encoder.
+foreign file is refused by name, then loads only the encoder. The official small model
+(U²-Netp, `u2netp.pth`: 64 channels out of every stage) reads the same way.
 """
 from __future__ import annotations
 
@@ -29,7 +30,18 @@ OFFICIAL_DECODER = (("stage5d", "4F", 1024, 256, 512), ("stage4d", "4", 1024, 12
                     ("stage1d", "7", 128, 16, 64))
 OFFICIAL_SIDES = (("side1", 64), ("side2", 64), ("side3", 128), ("side4", 256), ("side5", 512),
                   ("side6", 512))
-EXPECTED = "U²-Net (official u2net.pth, U2NET(3, 1), 44 M parameters)"
+# the official small model U2NETP(3, 1) (u2netp.pth, 1.1 M parameters): 64 channels out
+# of every stage, 16 inside
+U2NETP_ENCODER = (("7", 3, 16, 64), ("6", 64, 16, 64), ("5", 64, 16, 64), ("4", 64, 16, 64),
+                  ("4F", 64, 16, 64), ("4F", 64, 16, 64))
+U2NETP_DECODER = (("stage5d", "4F", 128, 16, 64), ("stage4d", "4", 128, 16, 64),
+                  ("stage3d", "5", 128, 16, 64), ("stage2d", "6", 128, 16, 64),
+                  ("stage1d", "7", 128, 16, 64))
+U2NETP_SIDES = tuple((f"side{i}", 64) for i in range(1, 7))
+# variant -> (encoder, decoder, side convs) of the official model/u2net.py classes
+LAYOUTS = {"u2net": (OFFICIAL_ENCODER, OFFICIAL_DECODER, OFFICIAL_SIDES),
+           "u2netp": (U2NETP_ENCODER, U2NETP_DECODER, U2NETP_SIDES)}
+EXPECTED = "U²-Net (official u2net.pth, U2NET(3, 1), 44 M parameters; or u2netp.pth)"
 
 
 class REBNCONV(nn.Module):
@@ -130,51 +142,62 @@ class U2NetEncoder(nn.Module):
         return out
 
 
-def official_layout() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the official full U2NET(3, 1) state dict (built on the meta
-    device: no memory), `num_batches_tracked` included."""
+def full_model(variant: str = "u2net") -> nn.Module:
+    """The official full U2NET(3, 1) / U2NETP(3, 1) module tree (encoder, decoder, side
+    convs, outconv) with random weights: only its parameter layout; the decoder's
+    forward is not needed here (training/pretrain_branches.py runs it)."""
+    encoder, decoder, sides = LAYOUTS[variant]
+    full = nn.Module()
+    for i, (kind, cin, mid, cout) in enumerate(encoder, start=1):
+        full.add_module(f"stage{i}", rsu(kind, cin, mid, cout))
+    for name, kind, cin, mid, cout in decoder:
+        full.add_module(name, rsu(kind, cin, mid, cout))
+    for name, cin in sides:
+        full.add_module(name, nn.Conv2d(cin, 1, 3, padding=1))
+    full.add_module("outconv", nn.Conv2d(6, 1, 1))
+    return full
+
+
+def official_layout(variant: str = "u2net") -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the official full U2NET(3, 1) (or U2NETP) state dict (built on
+    the meta device: no memory), `num_batches_tracked` included."""
     with torch.device("meta"):
-        full = nn.Module()
-        for i, (kind, cin, mid, cout) in enumerate(OFFICIAL_ENCODER, start=1):
-            full.add_module(f"stage{i}", rsu(kind, cin, mid, cout))
-        for name, kind, cin, mid, cout in OFFICIAL_DECODER:
-            full.add_module(name, rsu(kind, cin, mid, cout))
-        for name, cin in OFFICIAL_SIDES:
-            full.add_module(name, nn.Conv2d(cin, 1, 3, padding=1))
-        full.add_module("outconv", nn.Conv2d(6, 1, 1))
-        return {k: tuple(v.shape) for k, v in full.state_dict().items()}
+        return {k: tuple(v.shape) for k, v in full_model(variant).state_dict().items()}
 
 
 def _is_encoder_key(key: str, stages: int) -> bool:
     return any(key.startswith(f"stage{i}.") for i in range(1, stages + 1))
 
 
+def u2net_variant(state: Mapping[str, torch.Tensor]) -> str:
+    """"u2netp" when the first stage is 16 channels wide inside (U2NETP), else "u2net"."""
+    first = state.get("stage1.rebnconv1.conv_s1.weight")
+    return "u2netp" if first is not None and first.shape[0] == 16 else "u2net"
+
+
 def check_u2net_state(state: Mapping[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict with any DataParallel `module.` prefix removed, if its keys and
-    shapes are the official U2NET's (`num_batches_tracked` may be absent, as in files
-    saved by PyTorch 0.4.0); otherwise one CheckpointError naming the file."""
+    shapes are the official U2NET's or U2NETP's (`num_batches_tracked` may be absent, as
+    in files saved by PyTorch 0.4.0); otherwise one CheckpointError naming the file."""
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    layout = official_layout()
-    details = mismatch_details(layout, state, against="official",
+    variant = u2net_variant(state)
+    details = mismatch_details(official_layout(variant), state, against="official",
                                optional=lambda k: k.endswith("num_batches_tracked"))
     if details:
-        hint = ""
-        if "stage1.rebnconv1.conv_s1.weight" in state and \
-                state["stage1.rebnconv1.conv_s1.weight"].shape[0] == 16:
-            hint = " (it looks like the small U²-Netp, u2netp.pth)"
-        raise CheckpointError(f"U²-Net file {path} is not the official u2net.pth layout{hint}: "
+        raise CheckpointError(f"U²-Net file {path} is not the official {variant}.pth layout: "
                               + "; ".join(details))
     return dict(state)
 
 
 def load_u2net_encoder(path: str | Path, state: Mapping[str, torch.Tensor] | None = None) -> U2NetEncoder:
-    """The official encoder with the file's weights (decoder keys checked, then dropped)."""
+    """The official encoder (U2NET or U2NETP, as the file is) with the file's weights
+    (decoder keys checked, then dropped)."""
     from engines.files.checkpoints import load_state_dict
     if state is None:
         state = load_state_dict(path, expected=EXPECTED)
     state = check_u2net_state(state, path)
-    encoder = U2NetEncoder()
+    encoder = U2NetEncoder(LAYOUTS[u2net_variant(state)][0])
     own = encoder.state_dict()
     mine = {k: v for k, v in state.items() if _is_encoder_key(k, encoder.num_stages)}
     for key in own:                       # absent counters (old files): keep the module's

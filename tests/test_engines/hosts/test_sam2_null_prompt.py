@@ -37,10 +37,12 @@ def test_null_prompt_equals_the_reference_predictor_with_no_prompt(tiny_sam2_mod
     assert differ == 0 if exact else differ <= 0.001 * masks.size
 
 
-def test_a_tiny_sam2_file_loads_by_name_only(tmp_path, tiny_sam2_model):
+def test_a_tiny_sam2_file_loads_by_name_or_by_its_shapes(tmp_path, tiny_sam2_model):
     path = tmp_path / "tiny2.pt"
     torch.save(tiny_sam2_model.state_dict(), path)
     engine = Sam2Engine.from_checkpoint(path, arch="tiny", device="cpu", image_size=256)
     assert engine.input_side == 256 and engine.backbone_key.startswith("sam2:tiny:")
+    assert Sam2Engine.from_checkpoint(path, device="cpu").backbone_key == engine.backbone_key
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a SAM 2.1 checkpoint"):
-        Sam2Engine.from_checkpoint(path, device="cpu")
+        Sam2Engine.from_checkpoint(tmp_path / "other.pt", device="cpu")

@@ -80,6 +80,18 @@ def test_a_random_state_dict_in_the_official_layout_loads(files):
                                                   (512, 4, 4), (512, 2, 2), (512, 1, 1)]
 
 
+def test_the_small_official_u2netp_loads_with_its_64_channel_stages(tmp_path):
+    from engines.pmg_sam.u2net import full_model
+    torch.manual_seed(0)
+    state = full_model("u2netp").state_dict()
+    assert set(official_layout("u2netp")) == set(state)
+    torch.save(state, tmp_path / "u2net.pth")
+    encoder = load_u2net_encoder(tmp_path / "u2net.pth")
+    assert encoder.channels == (64,) * 6
+    own = encoder.state_dict()
+    assert all(torch.equal(own[k], state[k]) for k in own)
+
+
 def test_old_and_data_parallel_files_load(files, tmp_path):
     state = {f"module.{k}": v for k, v in files["u2_state"].items() if "num_batches" not in k}
     torch.save(state, tmp_path / "u2net.pth")
@@ -90,7 +102,7 @@ def test_old_and_data_parallel_files_load(files, tmp_path):
     (lambda s: s.pop("side3.weight"), r"1 missing keys \(e.g. side3.weight\)"),
     (lambda s: s.update({"stage7.conv.weight": torch.zeros(1)}), r"1 unexpected keys"),
     (lambda s: s.update({"stage1.rebnconv1.conv_s1.weight": torch.zeros(16, 64, 3, 3)}),
-     r"looks like the small U²-Netp.*shape mismatches \(e.g. stage1.rebnconv1.conv_s1.weight"),
+     r"p.pth layout: .*shape mismatches"),   # judged as the u2netp it starts like
 ])
 def test_wrong_keys_or_shapes_are_one_error_naming_the_file(files, damage, message):
     """(checked on the state dict; the file round trip of a damaged file is in the
@@ -98,7 +110,7 @@ def test_wrong_keys_or_shapes_are_one_error_naming_the_file(files, damage, messa
     state = dict(files["u2_state"])
     damage(state)
     path = files["folder"] / "damaged.pth"
-    with pytest.raises(CheckpointError, match=f"U²-Net file {path} is not the official u2net.pth layout.*{message}"):
+    with pytest.raises(CheckpointError, match=f"U²-Net file {path} is not the official u2net.*{message}"):
         load_u2net_encoder(path, state)
 
 

@@ -1,0 +1,101 @@
+"""`sam2`: train a whole SAM 2 image path (Hiera trunk, FPN neck, prompt encoder, mask
+decoder with its high-resolution skips and object-score head), from scratch or from a
+checkpoint.
+
+Like `sam` (sam_full.py), not a plugin: it makes a small SAM 2 on generated data on a
+CPU, to freeze under the SAM 2 plugins (ip-sam) when no weights can be downloaded. The
+backbone is a SAM 2.1 checkpoint path or `scratch:tiny` (engines/hosts/tiny.py's
+tiny_sam2 at 256 px, random init). The result is saved in the official layout
+(`{"model": state_dict}` of the whole SAM2Base, memory modules included though they do
+not train here), so Sam2Engine, sam2-amg and ip-sam load it like an official file.
+
+Loss as for `sam` (SAM's paper, which SAM 2 keeps for images): a single click trains
+the best of the three multimask outputs, every other prompt the single-mask output; the
+IoU head learns each trained output's IoU; plus SAM 2's object-score head, trained
+towards "present" (every training target is a real object).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engines.files import checkpoint_identity, load_into, load_state_dict
+from engines.hosts import build_sam2_for_state, tiny_sam2
+
+from ..api import AdapterOutput, TrainPrompt, register_adapter
+from .sam_full import SamFullAdapter
+from .sam_host import Sam2Host
+
+PRESETS = {"tiny": dict(img_size=256)}   # tiny_sam2's widths; Sam2Engine reads them back
+
+
+class Sam2FullAdapter(SamFullAdapter):
+    engine = "sam2"
+    cacheable = False   # the encoder trains
+
+    def __init__(self, model, identity: str):
+        super(SamFullAdapter, self).__init__()
+        self.model = model
+        self.host = Sam2Host(model)
+        self.identity = identity
+        model.train()
+
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.host.encode(images)
+
+    def forward(self, features: dict[str, torch.Tensor], prompts: list[TrainPrompt]) -> AdapterOutput:
+        f = features if "image_embed" in features else self.host.encode(features["image"])
+        decoder = self.model.sam_mask_decoder
+        pe = self.model.sam_prompt_encoder.get_dense_pe()
+        logits, ious, cands, cand_ious, ambiguous, objects = [], [], [], [], [], []
+        for i, prompt in enumerate(prompts):
+            sparse, dense = self.host.encode_prompt(prompt)
+            # all four outputs in one pass: [single, multi x3], as MaskDecoder.forward slices
+            low4, iou4, _, obj = decoder.predict_masks(
+                f["image_embed"][i:i + 1], pe, sparse, dense, repeat_image=False,
+                high_res_features=[f["high_res_0"][i:i + 1], f["high_res_1"][i:i + 1]])
+            logits.append(low4[:, :1])
+            ious.append(iou4[:, 0])
+            objects.append(obj.reshape(1))
+            single_click = prompt.box is None and prompt.points is not None and len(prompt.points) == 1
+            ambiguous.append(single_click)
+            cands.append(low4[:, 1:] if single_click else low4[:, :1].expand(-1, 3, -1, -1))
+            cand_ious.append(iou4[:, 1:] if single_click else iou4[:, :1].expand(-1, 3))
+        return AdapterOutput(torch.cat(logits), torch.cat(ious),
+                             {"candidates": torch.cat(cands), "candidate_iou": torch.cat(cand_ious),
+                              "ambiguous": torch.tensor(ambiguous), "object_logit": torch.cat(objects)})
+
+    def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn, frames=None) -> torch.Tensor:
+        masks = super().compute_loss(out, gts, loss_fn, frames)
+        present = F.binary_cross_entropy_with_logits(
+            out.extras["object_logit"].float(), torch.ones_like(out.extras["object_logit"].float()))
+        return masks + present
+
+    def export(self, path, **meta: Any) -> Path:
+        """The official SAM 2 layout, {"model": state_dict} (+ `<name>.json`, metadata)."""
+        path = Path(path).with_suffix(".pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        torch.save({"model": self.plugin_state()}, tmp)
+        tmp.replace(path)
+        record = {"engine": "sam2", "backbone": self.identity, **meta}
+        path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return path
+
+
+@register_adapter("sam2")
+def build(backbone: str, **options) -> Sam2FullAdapter:
+    if backbone.startswith("scratch:"):
+        preset = backbone.split(":", 1)[1]
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r} in {backbone!r}; presets: {', '.join(PRESETS)}")
+        model = tiny_sam2(seed=int(options.get("init_seed", 0)), **PRESETS[preset])
+        return Sam2FullAdapter(model, f"sam2:scratch-{preset}:none")
+    state = load_state_dict(backbone, expected="SAM 2.1")
+    arch, model = build_sam2_for_state(state, backbone)
+    load_into(model, state, backbone, expected=f"SAM 2.1 {arch}")
+    return Sam2FullAdapter(model, f"sam2:{arch}:{checkpoint_identity(backbone)}")
