@@ -168,8 +168,10 @@ class SamMiEngine:
             plugin_id = "free"
         host = build_host(path, arch=arch, device=device, exact=exact)
         key = f"{name}:{checkpoint_identity(clip_path)}:{plugin_id}"
-        return cls(host, model, cfg, clip_key=key, heads_state=heads, device=device,
-                   classes_seen=classes_seen)
+        engine = cls(host, model, cfg, clip_key=key, heads_state=heads, device=device,
+                     classes_seen=classes_seen)
+        engine.clip_path, engine.clip_name = clip_path, name     # what a plugin binds to
+        return engine
 
     @property
     def input_side(self) -> int:
@@ -233,8 +235,9 @@ class SamMiEngine:
             text_idx = prob.argmax(1)[0]
             onehot = _one_hot(text_idx, len(names), (4 * self.cfg.grid, 4 * self.cfg.grid))
             p, _ = tspp_target(onehot.numpy(), self.cfg.grid, self.cfg.g_p, self.cfg.m_p)
-        mode = opts.sampling
-        points = grid_points(sample_points(p, mode, opts.seed), self.cfg.grid, (h, w))
+        g = self.cfg.grid
+        chosen = np.arange(g * g) if opts.prompter == "grid" else sample_points(p, opts.sampling, opts.seed)
+        points = grid_points(chosen, g, (h, w))
         _check(cancel)
         sam_masks, ious, passes = self._sam_masks(emb, points, opts, cancel)
         text_work = _one_hot(text_idx, len(names), work)
@@ -291,6 +294,15 @@ class SamMiEngine:
                          classes=tuple(names), sources=sources, extras=extras)
 
     # -- SAM on the sampled points (the host's decoder, batched; AMG's filters)
+
+    @torch.no_grad()
+    def sam_masks(self, emb: Embedding, points: np.ndarray, options: Mapping[str, Any] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(masks (N, H, W) bool at the image size, SAM's IoU scores, decoder passes) for
+        (N, 2) x, y points in original pixels; `emb` needs only the `sam.*` features (the
+        training adapter runs SAM online on its sampled points through this)."""
+        opts = self.defaults.updated({"classes": ["-"], **(options or {})})
+        return self._sam_masks(emb, np.asarray(points, np.float64).reshape(-1, 2), opts, None)
 
     def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel):
         host_emb = self.host_embedding(emb)
