@@ -6,7 +6,8 @@ another process (the window's Train dialog) follows. The same command runs under
 `torchrun --nproc_per_node N -m annotator.cli train ...` with DDP.
 eval: the papers' prompt protocols on a dataset, the engine beside its plain host; for an
 "auto" engine (pmg-sam) the DIS metrics on each image's union mask beside sam2-amg
-(training/evaluate_auto.py).
+(training/evaluate_auto.py); for a "text" engine (sam-mi) mIoU and mask AP beside the
+dense-grid pipeline and the training-free mode (annotator/commands/eval_text.py).
 """
 from __future__ import annotations
 
@@ -164,6 +165,9 @@ def _cmd_eval(args) -> int:
         print(f"annotator eval: error: the {args.split} split is empty", file=sys.stderr)
         return 2
     from engines import manifest
+    if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"text"}:
+        from annotator.commands.eval_text import eval_text   # sam-mi: mIoU + mask AP
+        return eval_text(args, items, options)
     if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"auto"}:
         return _eval_auto(args, items, options)
     engines = _build_engines(args, options)
