@@ -20,6 +20,8 @@ already has (same host key) instead of running SAM's encoder again.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ SAM_FILES = ("sam_vit_b_01ec64.pth", "sam_vit_l_0b3195.pth", "sam_vit_h_4b8939.p
 WORK_SIDE = 256          # SMAgg and DMI see the masks at most this large (same ratios)
 UPSAMPLE_CHUNK = 16
 TEXT_CACHE = 2048         # class-name embeddings kept
+DECODED_POINTS = 128      # grid points whose SAM answers are kept (3 x 256² floats: 768 KiB each)
 
 
 def build_host(path: str | Path, arch: str | None = None, device=None, exact: bool = False):
@@ -117,6 +120,8 @@ class SamMiEngine:
         self.defaults = defaults or base
         self.backbone_key = f"{ENGINE}:{clip_key}:{self.mode}|{host.backbone_key}"
         self._text: dict[str, torch.Tensor] = {}       # name -> (D,) embedding, most recent last
+        self._decoded: OrderedDict = OrderedDict()     # (embedding, grid point) -> SAM's answer
+        self.last_cached = 0                           # points the last request found decoded
 
     def encode_text(self, names: list[str]) -> torch.Tensor:
         """(1, K, D) text embeddings; each name is encoded once (re-typing the list reuses them)."""
@@ -239,7 +244,8 @@ class SamMiEngine:
         chosen = np.arange(g * g) if opts.prompter == "grid" else sample_points(p, opts.sampling, opts.seed)
         points = grid_points(chosen, g, (h, w))
         _check(cancel)
-        sam_masks, ious, passes = self._sam_masks(emb, points, opts, cancel)
+        sam_masks, ious, passes = self._sam_masks(
+            emb, points, opts, cancel, grid_index=None if opts.prompter == "grid" else chosen)
         text_work = _one_hot(text_idx, len(names), work)
         sam_work = _resize_bool(sam_masks, work)
         merged = smagg(sam_work, text_work, self.cfg.alpha)
@@ -253,7 +259,8 @@ class SamMiEngine:
         probs = probs.float().cpu()
         return self._instances(names, sam_masks, sam_work, ious, merged, probs, (h, w), opts,
                                extras={"mode": self.mode, "points": points.tolist(),
-                                       "decoder_passes": passes, "sam_masks": len(sam_masks),
+                                       "decoder_passes": passes, "points_cached": self.last_cached,
+                                       "sam_masks": len(sam_masks),
                                        "aggregated": len(merged.masks)})
 
     def _instances(self, names, sam_masks, sam_work, ious, merged, probs, size, opts, extras):
@@ -304,20 +311,23 @@ class SamMiEngine:
         opts = self.defaults.updated({"classes": ["-"], **(options or {})})
         return self._sam_masks(emb, np.asarray(points, np.float64).reshape(-1, 2), opts, None)
 
-    def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel):
+    def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
+                   grid_index: np.ndarray | None = None):
+        """SAM's masks for `points`, AMG's filters applied. With `grid_index` (the points'
+        flat grid indices) SAM's raw answers are kept per (embedding, grid point): a
+        point's masks do not depend on the text, so an edited list decodes only the
+        points it did not sample before."""
         host_emb = self.host_embedding(emb)
-        masks, scores, passes = [], [], 0
-        for start in range(0, len(points), opts.points_per_batch):
+        low_res, iou, passes = self._decoded_points(host_emb, points, opts, cancel, grid_index)
+        masks, scores = [], []
+        keep = iou > opts.pred_iou_thresh
+        low_res, iou = low_res[keep], iou[keep]
+        for s in range(0, len(low_res), UPSAMPLE_CHUNK):
             _check(cancel)
-            low_res, iou = self._decode(host_emb, points[start:start + opts.points_per_batch])
-            passes += 1
-            keep = iou > opts.pred_iou_thresh
-            low_res, iou = low_res[keep], iou[keep]
-            for s in range(0, len(low_res), UPSAMPLE_CHUNK):
-                logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK], host_emb)
-                stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
-                masks.append((logits > 0.0)[stable])
-                scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
+            logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK].to(self.device), host_emb)
+            stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
+            masks.append((logits > 0.0)[stable])
+            scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
         h, w = emb.image_size
         if not masks:
             return torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0), passes
@@ -328,6 +338,39 @@ class SamMiEngine:
             keep = nms(masks_to_boxes(masks_t), scores_t, opts.box_nms_thresh)
             masks_t, scores_t = masks_t[keep], scores_t[keep]
         return masks_t, scores_t, passes
+
+    def _decoded_points(self, host_emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
+                        grid_index: np.ndarray | None):
+        """(low-res logits (3N, h, w), IoU (3N,), decoder passes), from the per-point
+        cache where it has them."""
+        key = _embedding_key(host_emb) if grid_index is not None else None
+        todo = [i for i in range(len(points))
+                if key is None or (key, int(grid_index[i])) not in self._decoded]
+        fresh: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        passes = 0
+        for start in range(0, len(todo), opts.points_per_batch):
+            _check(cancel)
+            batch = todo[start:start + opts.points_per_batch]
+            low_res, iou = self._decode(host_emb, points[batch])
+            passes += 1
+            per = low_res.shape[0] // len(batch)
+            for j, i in enumerate(batch):
+                fresh[i] = (low_res[j * per:(j + 1) * per].cpu(), iou[j * per:(j + 1) * per].float().cpu())
+        out = []
+        for i in range(len(points)):
+            if i in fresh:
+                out.append(fresh[i])
+                if key is not None:        # most recent last
+                    self._decoded[(key, int(grid_index[i]))] = fresh[i]
+            else:
+                self._decoded.move_to_end((key, int(grid_index[i])))
+                out.append(self._decoded[(key, int(grid_index[i]))])
+        while len(self._decoded) > DECODED_POINTS:
+            self._decoded.popitem(last=False)
+        if not out:
+            return torch.zeros(0, 1, 1), torch.zeros(0), passes
+        self.last_cached = len(points) - len(todo)
+        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), passes
 
     def _decode(self, emb: Embedding, points: np.ndarray):
         model, dev = self.host.model, self.host.device
@@ -370,6 +413,14 @@ def _config_for(shapes: dict) -> SamMiConfig:
                             patch=shapes["patch"],
                             embed_dim=shapes["embed_dim"], taps=(max(0, layers // 3 - 1), max(1, 2 * layers // 3 - 1)),
                             dmi_heads=1)
+
+
+def _embedding_key(emb: Embedding) -> tuple:
+    """Names one image's host embedding by its content (a digest of image_embed), so an
+    embedding restored from the disk cache finds the answers decoded on the first."""
+    t = emb.features["image_embed"].detach().float().cpu().contiguous()
+    digest = hashlib.blake2b(t.numpy().tobytes(), digest_size=12).hexdigest()
+    return emb.backbone_key, tuple(emb.image_size), digest
 
 
 def _work_size(size: tuple[int, int]) -> tuple[int, int]:

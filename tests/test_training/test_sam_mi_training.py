@@ -92,6 +92,7 @@ def test_stage_1_trains_the_tspp_alone_and_stage_2_the_heads_and_clips_attention
 def test_the_plugin_round_trips_into_the_engine_with_its_vocabulary(tmp_path, files):
     sam, clip = files
     result = Trainer(_config(tmp_path, files, 2, steps=1, background="floor"), items=scene_items()).run()
+    assert result.plugin.parent == tmp_path / "stage2"         # one file, no sub-folders
     record = read_plugin_metadata(result.plugin)
     assert record["engine"] == "sam-mi" and record["stage"] == 2
     assert record["classes_seen"] == ["square", "disc", "floor"]

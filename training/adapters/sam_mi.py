@@ -180,8 +180,10 @@ class SamMiAdapter(PluginAdapter):
         return out
 
     def backbone_identity(self) -> str:
+        # it names the plugin file too: no path separators, no dots (the suffix)
         host = self._engine.host.backbone_key.replace(":", "-")
-        return f"clip-{self.clip_name}:{self.clip_id}+{host}+stage{self.stage}"
+        name = self.clip_name.replace("/", "-")
+        return f"clip-{name}:{self.clip_id}+{host}+stage{self.stage}".replace(".", "_")
 
     # --- data: one semantic item per image ----------------------------------------------
     def prepare_items(self, items: list, *, train: bool, seed: int = 0) -> list[SemanticItem]:
