@@ -242,7 +242,7 @@ def test_cli_list_and_path_use_flag_over_env(tmp_path, monkeypatch, capsys, main
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert len(out.strip().splitlines()) == 1 + 13 + 1
+    assert len(out.strip().splitlines()) == 1 + 14 + 1
     assert re.search(r"pmg-sam-hiera-b\+\s+pmg-sam\s+hiera_b\+\s+\?\s+no\s+.*hiera_base_plus_224.mae.safetensors", out)
     assert re.search(r"pmg-sam-u2net\s+pmg-sam\s+u2net\s+\?\s+no\s+.*u2net.pth", out)
     assert re.search(r"sam2.1-hiera-t\s+sam2\s+hiera_t\s+156\s+yes", out)
