@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train ENGINE's plugin on a COCO instances file (our export or any "
                     "standard one) on top of a frozen SAM / SAM 2 checkpoint.")
     tr.add_argument("engine", metavar="ENGINE",
-                    help="hq-sam, stable-sam, pmg-sam, ip-sam, or sam (whole model)")
+                    help="hq-sam, stable-sam, pmg-sam, ip-sam, sam-mi, or sam (whole model)")
     _data_args(tr)
     tr.add_argument("--backbone", required=True, metavar="CKPT",
                     help="SAM / SAM 2 checkpoint the plugin sits on (sam: or scratch:tiny)")

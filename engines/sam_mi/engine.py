@@ -9,8 +9,11 @@ Two modes, chosen by whether a trained plugin is loaded (`SamMiEngine.mode`):
 Either way every SAM mask SMAgg assigns to a class is one instance of that class (score:
 the class probability averaged inside it; `class_scores` all K); `extras` has the
 semantic map (the argmax class index at the original size, uint8), the mode, the points,
-the number of SAM decoder passes and, in trained mode, the typed names the plugin was not
-trained on (`unseen`: it still answers them, open vocabulary).
+the number of SAM decoder passes, the points SAM had already answered on this image
+(`points_cached`: engines/sam_mi/sam_points.py keeps SAM's answer per grid point, so an
+edited list decodes only new points) and, in trained mode, the typed names the plugin
+was not trained on (`unseen`: it still answers them, open vocabulary). The option
+`prompter="grid"` runs SAM on the whole grid x grid instead (the dense baseline).
 
 The embedding carries both encoders' output: the host's features under `sam.<name>` and
 CLIP's under `clip.<name>`; its backbone key names CLIP, the plugin and the host. The
@@ -20,7 +23,6 @@ already has (same host key) instead of running SAM's encoder again.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.auto import masks_to_boxes, nms, stability_score
+from engines.auto import masks_to_boxes
 from engines.files.checkpoints import checkpoint_identity, peek_state_dict
-from engines.hosts import Sam2Engine, SamEngine, sam2_scale_coords, upsample_logits
+from engines.hosts import Sam2Engine, SamEngine
 from engines.hosts.detect import (
     describe,
     guess_sam2_arch,
@@ -52,12 +54,12 @@ from engines.sam_mi.clip import (
 from engines.sam_mi.config import SamMiConfig
 from engines.sam_mi.model import ImageFeatures, SamMi
 from engines.sam_mi.options import TextOptions
+from engines.sam_mi.sam_points import SamPoints, check_cancel
 from engines.sam_mi.smagg import smagg
 from engines.sam_mi.tspp import grid_points, sample_points, tspp_target
 from engines.sam_mi.weights import ENGINE, read_sam_mi_plugin
 from engines.types import (
     Cancel,
-    CancelledError,
     CheckpointError,
     Embedding,
     OptionsError,
@@ -71,9 +73,7 @@ SAM_FILES = ("sam_vit_b_01ec64.pth", "sam_vit_l_0b3195.pth", "sam_vit_h_4b8939.p
              "sam2.1_hiera_tiny.pt", "sam2.1_hiera_small.pt", "sam2.1_hiera_base_plus.pt",
              "sam2.1_hiera_large.pt")
 WORK_SIDE = 256          # SMAgg and DMI see the masks at most this large (same ratios)
-UPSAMPLE_CHUNK = 16
 TEXT_CACHE = 2048         # class-name embeddings kept
-DECODED_POINTS = 128      # grid points whose SAM answers are kept (3 x 256² floats: 768 KiB each)
 
 
 def build_host(path: str | Path, arch: str | None = None, device=None, exact: bool = False):
@@ -102,7 +102,7 @@ def find_clip(beside: Path) -> Path | None:
     return None
 
 
-class SamMiEngine:
+class SamMiEngine(SamPoints):
     name = ENGINE
 
     def __init__(self, host, clip, cfg: SamMiConfig, *, clip_key: str, heads_state=None,
@@ -300,107 +300,6 @@ class SamMiEngine:
                          class_scores=class_scores[idx].numpy().astype(np.float32),
                          classes=tuple(names), sources=sources, extras=extras)
 
-    # -- SAM on the sampled points (the host's decoder, batched; AMG's filters)
-
-    @torch.no_grad()
-    def sam_masks(self, emb: Embedding, points: np.ndarray, options: Mapping[str, Any] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(masks (N, H, W) bool at the image size, SAM's IoU scores, decoder passes) for
-        (N, 2) x, y points in original pixels; `emb` needs only the `sam.*` features (the
-        training adapter runs SAM online on its sampled points through this)."""
-        opts = self.defaults.updated({"classes": ["-"], **(options or {})})
-        return self._sam_masks(emb, np.asarray(points, np.float64).reshape(-1, 2), opts, None)
-
-    def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
-                   grid_index: np.ndarray | None = None):
-        """SAM's masks for `points`, AMG's filters applied. With `grid_index` (the points'
-        flat grid indices) SAM's raw answers are kept per (embedding, grid point): a
-        point's masks do not depend on the text, so an edited list decodes only the
-        points it did not sample before."""
-        host_emb = self.host_embedding(emb)
-        low_res, iou, passes = self._decoded_points(host_emb, points, opts, cancel, grid_index)
-        masks, scores = [], []
-        keep = iou > opts.pred_iou_thresh
-        low_res, iou = low_res[keep], iou[keep]
-        for s in range(0, len(low_res), UPSAMPLE_CHUNK):
-            _check(cancel)
-            logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK].to(self.device), host_emb)
-            stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
-            masks.append((logits > 0.0)[stable])
-            scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
-        h, w = emb.image_size
-        if not masks:
-            return torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0), passes
-        masks_t, scores_t = torch.cat(masks), torch.cat(scores)
-        nonempty = masks_t.flatten(1).any(1)
-        masks_t, scores_t = masks_t[nonempty], scores_t[nonempty]
-        if len(masks_t):
-            keep = nms(masks_to_boxes(masks_t), scores_t, opts.box_nms_thresh)
-            masks_t, scores_t = masks_t[keep], scores_t[keep]
-        return masks_t, scores_t, passes
-
-    def _decoded_points(self, host_emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
-                        grid_index: np.ndarray | None):
-        """(low-res logits (3N, h, w), IoU (3N,), decoder passes), from the per-point
-        cache where it has them."""
-        key = _embedding_key(host_emb) if grid_index is not None else None
-        todo = [i for i in range(len(points))
-                if key is None or (key, int(grid_index[i])) not in self._decoded]
-        fresh: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        passes = 0
-        for start in range(0, len(todo), opts.points_per_batch):
-            _check(cancel)
-            batch = todo[start:start + opts.points_per_batch]
-            low_res, iou = self._decode(host_emb, points[batch])
-            passes += 1
-            per = low_res.shape[0] // len(batch)
-            for j, i in enumerate(batch):
-                fresh[i] = (low_res[j * per:(j + 1) * per].cpu(), iou[j * per:(j + 1) * per].float().cpu())
-        out = []
-        for i in range(len(points)):
-            if i in fresh:
-                out.append(fresh[i])
-                if key is not None:        # most recent last
-                    self._decoded[(key, int(grid_index[i]))] = fresh[i]
-            else:
-                self._decoded.move_to_end((key, int(grid_index[i])))
-                out.append(self._decoded[(key, int(grid_index[i]))])
-        while len(self._decoded) > DECODED_POINTS:
-            self._decoded.popitem(last=False)
-        if not out:
-            return torch.zeros(0, 1, 1), torch.zeros(0), passes
-        self.last_cached = len(points) - len(todo)
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), passes
-
-    def _decode(self, emb: Embedding, points: np.ndarray):
-        model, dev = self.host.model, self.host.device
-        if self.family == "sam":
-            coords = torch.as_tensor(self.host.transform.apply_coords(points, emb.image_size),
-                                     dtype=torch.float32, device=dev)
-            labels = torch.ones(len(coords), dtype=torch.int, device=dev)
-            sparse, dense = model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
-            low_res, iou = model.mask_decoder(
-                image_embeddings=emb.features["image_embed"].to(dev),
-                image_pe=model.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True)
-        else:
-            clicks = torch.as_tensor(points, dtype=torch.float32, device=dev)
-            coords = sam2_scale_coords(clicks, emb.image_size, self.host.input_side)
-            labels = torch.ones(len(coords), dtype=torch.int, device=dev)
-            sparse, dense = model.sam_prompt_encoder(points=(coords[:, None], labels[:, None]),
-                                                     boxes=None, masks=None)
-            f = {k: v.to(dev) for k, v in emb.features.items()}
-            low_res, iou, _, _ = model.sam_mask_decoder(
-                image_embeddings=f["image_embed"], image_pe=model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-                repeat_image=len(coords) > 1, high_res_features=[f["high_res_0"], f["high_res_1"]])
-        return low_res.flatten(0, 1), iou.flatten(0, 1)
-
-    def _upsample(self, low_res: torch.Tensor, emb: Embedding) -> torch.Tensor:
-        if self.family == "sam":
-            return self.host.postprocess(low_res[:, None], emb)[:, 0].cpu()
-        return upsample_logits(low_res[:, None].float(), emb.image_size)[:, 0].cpu()
-
 
 def _config_for(shapes: dict) -> SamMiConfig:
     """The training-free config matching a CLIP file (ViT-B/16, ViT-L/14 or another width)."""
@@ -413,14 +312,6 @@ def _config_for(shapes: dict) -> SamMiConfig:
                             patch=shapes["patch"],
                             embed_dim=shapes["embed_dim"], taps=(max(0, layers // 3 - 1), max(1, 2 * layers // 3 - 1)),
                             dmi_heads=1)
-
-
-def _embedding_key(emb: Embedding) -> tuple:
-    """Names one image's host embedding by its content (a digest of image_embed), so an
-    embedding restored from the disk cache finds the answers decoded on the first."""
-    t = emb.features["image_embed"].detach().float().cpu().contiguous()
-    digest = hashlib.blake2b(t.numpy().tobytes(), digest_size=12).hexdigest()
-    return emb.backbone_key, tuple(emb.image_size), digest
 
 
 def _work_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -443,6 +334,4 @@ def _resize_bool(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=size, mode="area")[:, 0] >= 0.5
 
 
-def _check(cancel: Cancel | None) -> None:
-    if cancel is not None and cancel():
-        raise CancelledError("text proposal run cancelled")
+_check = check_cancel
