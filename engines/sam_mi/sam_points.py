@@ -36,21 +36,26 @@ class SamPoints:
 
     def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
                    grid_index: np.ndarray | None = None):
-        """SAM's masks for `points`, AMG's filters applied. With `grid_index` (the points'
-        flat grid indices) SAM's raw answers are kept per (embedding, grid point): a
-        point's masks do not depend on the text, so an edited list decodes only the
-        points it did not sample before."""
+        """SAM's masks for `points`, AMG's filters applied batch by batch (in point order,
+        so memory stays one batch's). With `grid_index` (the points' flat grid indices)
+        SAM's raw answers are kept per (embedding, grid point): a point's masks do not
+        depend on the text, so an edited list decodes only the points it did not sample
+        before."""
         host_emb = self.host_embedding(emb)
-        low_res, iou, passes = self._decoded_points(host_emb, points, opts, cancel, grid_index)
-        masks, scores = [], []
-        keep = iou > opts.pred_iou_thresh
-        low_res, iou = low_res[keep], iou[keep]
-        for s in range(0, len(low_res), UPSAMPLE_CHUNK):
+        key = _embedding_key(host_emb) if grid_index is not None else None
+        masks, scores, passes, self.last_cached = [], [], 0, 0
+        for start in range(0, len(points), opts.points_per_batch):
             check_cancel(cancel)
-            logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK].to(self.device), host_emb)
-            stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
-            masks.append((logits > 0.0)[stable])
-            scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
+            batch = np.arange(start, min(start + opts.points_per_batch, len(points)))
+            low_res, iou, decoded = self._batch_answers(host_emb, points, batch, key, grid_index)
+            passes += decoded
+            keep = iou > opts.pred_iou_thresh
+            low_res, iou = low_res[keep], iou[keep]
+            for s in range(0, len(low_res), UPSAMPLE_CHUNK):
+                logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK].to(self.device), host_emb)
+                stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
+                masks.append((logits > 0.0)[stable])
+                scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
         h, w = emb.image_size
         if not masks:
             return torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0), passes
@@ -62,38 +67,28 @@ class SamPoints:
             masks_t, scores_t = masks_t[keep], scores_t[keep]
         return masks_t, scores_t, passes
 
-    def _decoded_points(self, host_emb: Embedding, points: np.ndarray, opts: TextOptions, cancel,
-                        grid_index: np.ndarray | None):
-        """(low-res logits (3N, h, w), IoU (3N,), decoder passes), from the per-point
-        cache where it has them."""
-        key = _embedding_key(host_emb) if grid_index is not None else None
-        todo = [i for i in range(len(points))
-                if key is None or (key, int(grid_index[i])) not in self._decoded]
-        fresh: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        passes = 0
-        for start in range(0, len(todo), opts.points_per_batch):
-            check_cancel(cancel)
-            batch = todo[start:start + opts.points_per_batch]
+    def _batch_answers(self, host_emb: Embedding, points: np.ndarray, batch: np.ndarray, key,
+                       grid_index: np.ndarray | None):
+        """(low-res logits (3n, h, w), IoU (3n,), 1 if the decoder ran else 0) for the
+        points `batch`, from the per-point cache where it has them."""
+        if key is None:
             low_res, iou = self._decode(host_emb, points[batch])
-            passes += 1
-            per = low_res.shape[0] // len(batch)
-            for j, i in enumerate(batch):
-                fresh[i] = (low_res[j * per:(j + 1) * per].cpu(), iou[j * per:(j + 1) * per].float().cpu())
-        out = []
-        for i in range(len(points)):
-            if i in fresh:
-                out.append(fresh[i])
-                if key is not None:        # most recent last
-                    self._decoded[(key, int(grid_index[i]))] = fresh[i]
-            else:
-                self._decoded.move_to_end((key, int(grid_index[i])))
-                out.append(self._decoded[(key, int(grid_index[i]))])
-        while len(self._decoded) > DECODED_POINTS:
+            return low_res, iou.float(), 1
+        names = [(key, int(grid_index[i])) for i in batch]
+        todo = [j for j, name in enumerate(names) if name not in self._decoded]
+        if todo:
+            low_res, iou = self._decode(host_emb, points[batch[todo]])
+            per = low_res.shape[0] // len(todo)
+            for n, j in enumerate(todo):      # kept on the CPU, most recent last
+                self._decoded[names[j]] = (low_res[n * per:(n + 1) * per].cpu(),
+                                           iou[n * per:(n + 1) * per].float().cpu())
+        self.last_cached += len(batch) - len(todo)
+        for name in names:
+            self._decoded.move_to_end(name)
+        answers = [self._decoded[name] for name in names]
+        while len(self._decoded) > DECODED_POINTS:      # the oldest go (this batch is read)
             self._decoded.popitem(last=False)
-        if not out:
-            return torch.zeros(0, 1, 1), torch.zeros(0), passes
-        self.last_cached = len(points) - len(todo)
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]), passes
+        return torch.cat([a[0] for a in answers]), torch.cat([a[1] for a in answers]), int(bool(todo))
 
     def _decode(self, emb: Embedding, points: np.ndarray):
         model, dev = self.host.model, self.host.device
