@@ -104,7 +104,8 @@ ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo("sam-mi", frozenset({"text"}), "engines.sam_mi", "SamMiEngine",
                "SAM-MI: typed class names become instances, from a local CLIP file beside the SAM "
                "checkpoint; training-free (CLIP similarity -> sparse points -> SAM -> SMAgg) until a "
-               "trained plugin (TSPP, DMI, CAT-Seg aggregator) is given", checkpoints_of="sam"),
+               "trained plugin (TSPP, DMI, CAT-Seg aggregator) is given", checkpoints_of="sam",
+               catalogued=True, train="plugin", adapter="training.adapters.sam_mi"),
 )
 
 # The routing policy (engines/router.py): first installed engine of the chain wins.

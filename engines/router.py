@@ -168,7 +168,9 @@ class Router:
         if not spec.needs_checkpoint:
             return Located()
         if spec.checkpoints_of:        # e.g. sam-amg runs on whatever sam would load
-            return self._locate(spec.checkpoints_of)
+            host = self._locate(spec.checkpoints_of)
+            # a pinned plugin of its own (sam-mi's sits on CLIP, not on the host) rides along
+            return Located(host.checkpoint, host.arch, plugin) if plugin and host.checkpoint else host
         if plugin is None and not spec.plugin_required:
             own = self._catalogued(name)
             if own is not None:

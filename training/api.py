@@ -132,6 +132,17 @@ class PluginAdapter(nn.Module, metaclass=ABCMeta):
         loss (pmg-sam) override this."""
         return sum(loss_fn(i, out.logits[i:i + 1]) for i in range(len(gts))) / len(gts)
 
+    def item_inputs(self, item, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Per-item tensors the forward needs besides the cached features (an engine with
+        dense targets: its label map); `rng` is the item's generator at this step, seeded
+        by (seed, step, item). They join `features` (stacked over the batch)."""
+        return {}
+
+    def param_groups(self, params: list, recipe: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Optimiser parameter groups with their own lr (None: one group at the recipe's
+        lr); `params` are the trainable parameters."""
+        return None
+
     # --- the data and the held-out check (defaults: one item per instance) ------------
     def prepare_items(self, items: list, *, train: bool, seed: int = 0) -> list:
         """The items the trainer iterates over, made from one item per instance

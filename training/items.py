@@ -23,6 +23,7 @@ class TrainItem:
     name: str = ""                              # for messages: "file.png#12"
     source: object = None                       # items with the same source share an image
     key_fn: Callable[[], str] | None = None     # content hash of the pixels, computed lazily
+    category: str | None = None                 # the instance's category name, where known
     _key: str | None = field(default=None, repr=False)
     _frame_masks: dict = field(default_factory=dict, repr=False)
 
@@ -117,5 +118,6 @@ def _items(samples) -> list[TrainItem]:
                 tuple(sample.size), sample.image,
                 lambda sample=sample, index=index: sample.instances[index].mask,
                 inst.prompt, f"image {sample.image_id} (variant {sample.variant}) annotation {inst.ann_id}",
-                source=(sample.image_id, sample.variant), key_fn=lambda sample=sample: sample.key))
+                source=(sample.image_id, sample.variant), key_fn=lambda sample=sample: sample.key,
+                category=inst.category))
     return out

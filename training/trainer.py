@@ -143,7 +143,7 @@ class Trainer:
         with dist_utils.process_group(info, self.device):
             model = dist_utils.wrap(self.adapter, info, self.device)
             params = [p for p in self.adapter.trainable.parameters() if p.requires_grad]
-            optimizer = _optimizer(self.recipe, params)
+            optimizer = _optimizer(self.recipe, self.adapter.param_groups(params, self.recipe) or params)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
             start = self._resume(optimizer, scheduler)
             self.events.emit("start", engine=cfg.engine, backbone=self.adapter.backbone_identity(),
@@ -234,6 +234,8 @@ class Trainer:
             prompts.append(prompt)
             gts.append(torch.from_numpy(gt))
             for k, v in self._features(item).items():
+                feats.setdefault(k, []).append(v)
+            for k, v in self.adapter.item_inputs(item, rng).items():
                 feats.setdefault(k, []).append(v)
         features = {k: torch.stack(v).to(self.device) for k, v in feats.items()}
         gt = torch.stack(gts)[:, None].float().to(self.device)

@@ -6,7 +6,8 @@ another process (the window's Train dialog) follows. The same command runs under
 `torchrun --nproc_per_node N -m annotator.cli train ...` with DDP.
 eval: the papers' prompt protocols on a dataset, the engine beside its plain host; for an
 "auto" engine (pmg-sam, ip-sam) its paper's metrics beside its paper's baselines
-(annotator/commands/eval_auto.py).
+(annotator/commands/eval_auto.py); for a "text" engine (sam-mi) mIoU and mask AP beside
+the dense-grid pipeline and the training-free mode (annotator/commands/eval_text.py).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train ENGINE's plugin on a COCO instances file (our export or any "
                     "standard one) on top of a frozen SAM / SAM 2 checkpoint.")
     tr.add_argument("engine", metavar="ENGINE",
-                    help="hq-sam, stable-sam, pmg-sam, ip-sam, or sam (whole model)")
+                    help="hq-sam, stable-sam, pmg-sam, ip-sam, sam-mi, or sam (whole model)")
     _data_args(tr)
     tr.add_argument("--backbone", required=True, metavar="CKPT",
                     help="SAM / SAM 2 checkpoint the plugin sits on (sam: or scratch:tiny)")
@@ -173,6 +174,9 @@ def _cmd_eval(args) -> int:
         print(f"annotator eval: error: the {args.split} split is empty", file=sys.stderr)
         return 2
     from engines import manifest
+    if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"text"}:
+        from annotator.commands.eval_text import eval_text   # sam-mi: mIoU + mask AP
+        return eval_text(args, items, options)
     if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"auto"}:
         from annotator.commands.eval_auto import eval_auto
         return eval_auto(args, items, options)

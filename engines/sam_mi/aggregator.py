@@ -127,10 +127,15 @@ class SpatialAggregation(nn.Module):
         return y.view(b, k, h, w, c).permute(0, 4, 1, 2, 3)
 
 
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6):
-    """elu+1 linear attention ("Transformers are RNNs"); q, k, v: (N, L, H, D)."""
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6,
+                     counts: torch.Tensor | None = None):
+    """elu+1 linear attention ("Transformers are RNNs"); q (N, L, H, D), k, v (N, S, H, D).
+    `counts` (S,): how many times each key / value stands in the sequence (identical
+    padding tokens given once), else once each."""
     q, k = F.elu(q) + 1, F.elu(k) + 1
-    n = v.shape[1]
+    n = v.shape[1] if counts is None else float(counts.sum())
+    if counts is not None:
+        k = k * counts.to(k.dtype)[None, :, None, None]
     kv = torch.einsum("nshd,nshv->nhdv", k, v / n)
     z = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(1)) + eps)
     return torch.einsum("nlhd,nhdv,nlh->nlhv", q, kv, z) * n
@@ -167,14 +172,21 @@ class ClassAggregation(nn.Module):
         ph, pw = pooled.shape[-2:]
         y = pooled.view(b, k, c, ph * pw).permute(0, 3, 1, 2).reshape(b * ph * pw, k, c)
         g = text.repeat_interleave(ph * pw, 0)
-        y, g = self.pad(y, g)
-        z = self.norm1(y)
-        zg = torch.cat([z, g], -1)
+        # the pad_len - K padding tokens are identical: one of them, counted that many
+        # times, gives the real classes the same attention (their own outputs are dropped)
+        extra = self.pad_len - k if self.padding_tokens is not None else 0
+        keys, kg, counts = y, g, None
+        if extra > 0:
+            keys = torch.cat([y, self.padding_tokens.expand(y.shape[0], 1, -1)], 1)
+            kg = torch.cat([g, self.padding_guidance.expand(g.shape[0], 1, -1)], 1)
+            counts = torch.tensor([1.0] * k + [float(extra)], device=y.device)
+        z, zk = self.norm1(y), self.norm1(keys)
+        zg, zkg = torch.cat([z, g], -1), torch.cat([zk, kg], -1)
         heads = lambda t: t.view(t.shape[0], t.shape[1], self.heads, -1)
-        att = linear_attention(heads(self.q(zg)), heads(self.k(zg)), heads(self.v(z)))
+        att = linear_attention(heads(self.q(zg)), heads(self.k(zkg)), heads(self.v(zk)), counts=counts)
         y = y + att.flatten(2)
         y = y + self.mlp(self.norm2(y))
-        y = y[:, :k].view(b, ph, pw, k, c).permute(0, 3, 4, 1, 2).reshape(b * k, c, ph, pw)
+        y = y.view(b, ph, pw, k, c).permute(0, 3, 4, 1, 2).reshape(b * k, c, ph, pw)
         y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
         return x + y.view(b, k, c, h, w).transpose(1, 2)
 

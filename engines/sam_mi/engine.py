@@ -9,8 +9,11 @@ Two modes, chosen by whether a trained plugin is loaded (`SamMiEngine.mode`):
 Either way every SAM mask SMAgg assigns to a class is one instance of that class (score:
 the class probability averaged inside it; `class_scores` all K); `extras` has the
 semantic map (the argmax class index at the original size, uint8), the mode, the points,
-the number of SAM decoder passes and, in trained mode, the typed names the plugin was not
-trained on (`unseen`: it still answers them, open vocabulary).
+the number of SAM decoder passes, the points SAM had already answered on this image
+(`points_cached`: engines/sam_mi/sam_points.py keeps SAM's answer per grid point, so an
+edited list decodes only new points) and, in trained mode, the typed names the plugin
+was not trained on (`unseen`: it still answers them, open vocabulary). The option
+`prompter="grid"` runs SAM on the whole grid x grid instead (the dense baseline).
 
 The embedding carries both encoders' output: the host's features under `sam.<name>` and
 CLIP's under `clip.<name>`; its backbone key names CLIP, the plugin and the host. The
@@ -20,6 +23,7 @@ already has (same host key) instead of running SAM's encoder again.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.auto import masks_to_boxes, nms, stability_score
+from engines.auto import masks_to_boxes
 from engines.files.checkpoints import checkpoint_identity, peek_state_dict
-from engines.hosts import Sam2Engine, SamEngine, sam2_scale_coords, upsample_logits
+from engines.hosts import Sam2Engine, SamEngine
 from engines.hosts.detect import (
     describe,
     guess_sam2_arch,
@@ -50,12 +54,12 @@ from engines.sam_mi.clip import (
 from engines.sam_mi.config import SamMiConfig
 from engines.sam_mi.model import ImageFeatures, SamMi
 from engines.sam_mi.options import TextOptions
+from engines.sam_mi.sam_points import SamPoints, check_cancel
 from engines.sam_mi.smagg import smagg
 from engines.sam_mi.tspp import grid_points, sample_points, tspp_target
 from engines.sam_mi.weights import ENGINE, read_sam_mi_plugin
 from engines.types import (
     Cancel,
-    CancelledError,
     CheckpointError,
     Embedding,
     OptionsError,
@@ -69,7 +73,6 @@ SAM_FILES = ("sam_vit_b_01ec64.pth", "sam_vit_l_0b3195.pth", "sam_vit_h_4b8939.p
              "sam2.1_hiera_tiny.pt", "sam2.1_hiera_small.pt", "sam2.1_hiera_base_plus.pt",
              "sam2.1_hiera_large.pt")
 WORK_SIDE = 256          # SMAgg and DMI see the masks at most this large (same ratios)
-UPSAMPLE_CHUNK = 16
 TEXT_CACHE = 2048         # class-name embeddings kept
 
 
@@ -99,7 +102,7 @@ def find_clip(beside: Path) -> Path | None:
     return None
 
 
-class SamMiEngine:
+class SamMiEngine(SamPoints):
     name = ENGINE
 
     def __init__(self, host, clip, cfg: SamMiConfig, *, clip_key: str, heads_state=None,
@@ -117,6 +120,8 @@ class SamMiEngine:
         self.defaults = defaults or base
         self.backbone_key = f"{ENGINE}:{clip_key}:{self.mode}|{host.backbone_key}"
         self._text: dict[str, torch.Tensor] = {}       # name -> (D,) embedding, most recent last
+        self._decoded: OrderedDict = OrderedDict()     # (embedding, grid point) -> SAM's answer
+        self.last_cached = 0                           # points the last request found decoded
 
     def encode_text(self, names: list[str]) -> torch.Tensor:
         """(1, K, D) text embeddings; each name is encoded once (re-typing the list reuses them)."""
@@ -168,8 +173,10 @@ class SamMiEngine:
             plugin_id = "free"
         host = build_host(path, arch=arch, device=device, exact=exact)
         key = f"{name}:{checkpoint_identity(clip_path)}:{plugin_id}"
-        return cls(host, model, cfg, clip_key=key, heads_state=heads, device=device,
-                   classes_seen=classes_seen)
+        engine = cls(host, model, cfg, clip_key=key, heads_state=heads, device=device,
+                     classes_seen=classes_seen)
+        engine.clip_path, engine.clip_name = clip_path, name     # what a plugin binds to
+        return engine
 
     @property
     def input_side(self) -> int:
@@ -233,10 +240,12 @@ class SamMiEngine:
             text_idx = prob.argmax(1)[0]
             onehot = _one_hot(text_idx, len(names), (4 * self.cfg.grid, 4 * self.cfg.grid))
             p, _ = tspp_target(onehot.numpy(), self.cfg.grid, self.cfg.g_p, self.cfg.m_p)
-        mode = opts.sampling
-        points = grid_points(sample_points(p, mode, opts.seed), self.cfg.grid, (h, w))
+        g = self.cfg.grid
+        chosen = np.arange(g * g) if opts.prompter == "grid" else sample_points(p, opts.sampling, opts.seed)
+        points = grid_points(chosen, g, (h, w))
         _check(cancel)
-        sam_masks, ious, passes = self._sam_masks(emb, points, opts, cancel)
+        sam_masks, ious, passes = self._sam_masks(
+            emb, points, opts, cancel, grid_index=None if opts.prompter == "grid" else chosen)
         text_work = _one_hot(text_idx, len(names), work)
         sam_work = _resize_bool(sam_masks, work)
         merged = smagg(sam_work, text_work, self.cfg.alpha)
@@ -250,7 +259,8 @@ class SamMiEngine:
         probs = probs.float().cpu()
         return self._instances(names, sam_masks, sam_work, ious, merged, probs, (h, w), opts,
                                extras={"mode": self.mode, "points": points.tolist(),
-                                       "decoder_passes": passes, "sam_masks": len(sam_masks),
+                                       "decoder_passes": passes, "points_cached": self.last_cached,
+                                       "sam_masks": len(sam_masks),
                                        "aggregated": len(merged.masks)})
 
     def _instances(self, names, sam_masks, sam_work, ious, merged, probs, size, opts, extras):
@@ -290,62 +300,6 @@ class SamMiEngine:
                          class_scores=class_scores[idx].numpy().astype(np.float32),
                          classes=tuple(names), sources=sources, extras=extras)
 
-    # -- SAM on the sampled points (the host's decoder, batched; AMG's filters)
-
-    def _sam_masks(self, emb: Embedding, points: np.ndarray, opts: TextOptions, cancel):
-        host_emb = self.host_embedding(emb)
-        masks, scores, passes = [], [], 0
-        for start in range(0, len(points), opts.points_per_batch):
-            _check(cancel)
-            low_res, iou = self._decode(host_emb, points[start:start + opts.points_per_batch])
-            passes += 1
-            keep = iou > opts.pred_iou_thresh
-            low_res, iou = low_res[keep], iou[keep]
-            for s in range(0, len(low_res), UPSAMPLE_CHUNK):
-                logits = self._upsample(low_res[s:s + UPSAMPLE_CHUNK], host_emb)
-                stable = stability_score(logits, 0.0, 1.0) >= opts.stability_score_thresh
-                masks.append((logits > 0.0)[stable])
-                scores.append(iou[s:s + UPSAMPLE_CHUNK][stable.to(iou.device)].float().cpu())
-        h, w = emb.image_size
-        if not masks:
-            return torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0), passes
-        masks_t, scores_t = torch.cat(masks), torch.cat(scores)
-        nonempty = masks_t.flatten(1).any(1)
-        masks_t, scores_t = masks_t[nonempty], scores_t[nonempty]
-        if len(masks_t):
-            keep = nms(masks_to_boxes(masks_t), scores_t, opts.box_nms_thresh)
-            masks_t, scores_t = masks_t[keep], scores_t[keep]
-        return masks_t, scores_t, passes
-
-    def _decode(self, emb: Embedding, points: np.ndarray):
-        model, dev = self.host.model, self.host.device
-        if self.family == "sam":
-            coords = torch.as_tensor(self.host.transform.apply_coords(points, emb.image_size),
-                                     dtype=torch.float32, device=dev)
-            labels = torch.ones(len(coords), dtype=torch.int, device=dev)
-            sparse, dense = model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
-            low_res, iou = model.mask_decoder(
-                image_embeddings=emb.features["image_embed"].to(dev),
-                image_pe=model.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True)
-        else:
-            clicks = torch.as_tensor(points, dtype=torch.float32, device=dev)
-            coords = sam2_scale_coords(clicks, emb.image_size, self.host.input_side)
-            labels = torch.ones(len(coords), dtype=torch.int, device=dev)
-            sparse, dense = model.sam_prompt_encoder(points=(coords[:, None], labels[:, None]),
-                                                     boxes=None, masks=None)
-            f = {k: v.to(dev) for k, v in emb.features.items()}
-            low_res, iou, _, _ = model.sam_mask_decoder(
-                image_embeddings=f["image_embed"], image_pe=model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-                repeat_image=len(coords) > 1, high_res_features=[f["high_res_0"], f["high_res_1"]])
-        return low_res.flatten(0, 1), iou.flatten(0, 1)
-
-    def _upsample(self, low_res: torch.Tensor, emb: Embedding) -> torch.Tensor:
-        if self.family == "sam":
-            return self.host.postprocess(low_res[:, None], emb)[:, 0].cpu()
-        return upsample_logits(low_res[:, None].float(), emb.image_size)[:, 0].cpu()
-
 
 def _config_for(shapes: dict) -> SamMiConfig:
     """The training-free config matching a CLIP file (ViT-B/16, ViT-L/14 or another width)."""
@@ -380,6 +334,4 @@ def _resize_bool(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=size, mode="area")[:, 0] >= 0.5
 
 
-def _check(cancel: Cancel | None) -> None:
-    if cancel is not None and cancel():
-        raise CancelledError("text proposal run cancelled")
+_check = check_cancel

@@ -19,6 +19,7 @@ from engines.auto.maps import option_number
 from engines.types import OptionsError
 
 MAX_NAME = 100
+PROMPTERS = ("tspp", "grid")   # the TSPP's sparse points, or every point of the grid
 _SPLIT = re.compile(r"[,.;\n]")
 
 
@@ -26,6 +27,7 @@ _SPLIT = re.compile(r"[,.;\n]")
 class TextOptions:
     classes: tuple[str, ...] = ()
     sampling: str = "deterministic"       # TSPP points: top round(sum p), or "bernoulli"
+    prompter: str = "tspp"                # "grid": SAM on the dense grid x grid (the baseline)
     seed: int = 0                         # Bernoulli sampling's seed
     temperature: float = 0.01             # training-free: softmax(S / tau) over the classes
     pred_iou_thresh: float = 0.88         # SAM masks kept (AMG defaults; SAM 2: 0.8)
@@ -53,6 +55,10 @@ class TextOptions:
             elif name == "sampling":
                 if value not in SAMPLING:
                     raise OptionsError(f"sampling must be one of {', '.join(SAMPLING)}, got {value!r}")
+                values[name] = value
+            elif name == "prompter":
+                if value not in PROMPTERS:
+                    raise OptionsError(f"prompter must be one of {', '.join(PROMPTERS)}, got {value!r}")
                 values[name] = value
             elif kind == "bool":
                 if not isinstance(value, bool):

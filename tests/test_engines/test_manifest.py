@@ -51,9 +51,10 @@ def test_every_row_resolves_to_its_factory_and_names_what_it_answers():
 
 def test_filters():
     names = lambda rows: [r.name for r in rows]   # noqa: E731
-    assert names(manifest.list_engines(trainable=True)) == ["hq-sam", "stable-sam", "pmg-sam", "ip-sam"]
+    assert names(manifest.list_engines(trainable=True)) == ["hq-sam", "stable-sam", "pmg-sam", "ip-sam",
+                                                            "sam-mi"]
     assert "classic" not in names(manifest.list_engines(choosable=True))
-    assert set(names(manifest.list_engines(catalogued=True))) >= {"sam", "sam2", "hq-sam", "pmg-sam"}
+    assert set(names(manifest.list_engines(catalogued=True))) >= {"sam", "sam2", "hq-sam", "pmg-sam", "sam-mi"}
     assert set(manifest.plugin_host_engines()) == {"sam", "sam2"}
     assert all("auto" in r.tasks for r in manifest.list_engines(task="auto"))
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 
 from annotator.core import commands as cmd
 
-from gui_helpers import WAIT_MS, click, drag, key, open_window, wait_preview
+from gui_helpers import click, drag, key, open_window, wait_preview
 
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
 

@@ -18,22 +18,23 @@ SHIPPED = Path(__file__).resolve().parents[3] / "resources" / "models.json"
 ARCH_ORDER = {"sam": ["vit_b", "vit_l", "vit_h"],
               "sam2": ["hiera_t", "hiera_s", "hiera_b+", "hiera_l"],
               "hq-sam": ["vit_tiny", "vit_b", "vit_l", "vit_h"],
-              "pmg-sam": ["hiera_b+", "u2net"]}     # two frozen files, both needed
+              "pmg-sam": ["hiera_b+", "u2net"],     # two frozen files, both needed
+              "sam-mi": ["clip_vit_b16"]}           # CLIP beside the SAM file
 
 
 # --- the shipped catalogue ------------------------------------------------------------------
 
 def test_shipped_catalogue_is_well_formed():
     entries = catalogue.load_catalogue()
-    assert len(entries) == 13
+    assert len(entries) == 14
     assert len({e.name for e in entries}) == len(entries)
     assert len({e.filename for e in entries}) == len(entries)
     for e in entries:
         assert e.url.startswith("https://"), e.name
         if e.engine != "pmg-sam":      # its publishers' addresses name no file (see below)
             assert e.url.endswith("/" + e.filename), e.name
-        assert e.engine in {"sam", "sam2", "hq-sam", "pmg-sam"}
-        assert e.license in ("Apache-2.0", "CC-BY-NC-4.0") and e.description
+        assert e.engine in {"sam", "sam2", "hq-sam", "pmg-sam", "sam-mi"}
+        assert e.license in ("Apache-2.0", "CC-BY-NC-4.0", "MIT") and e.description
         assert e.size is None or e.size > 10_000_000
         if e.size is None or not e.has_hash:
             assert e.note, f"{e.name}: a missing size or hash must be explained"
@@ -57,6 +58,9 @@ def test_shipped_urls_and_hashes_follow_the_publishers():
             assert e.url.startswith("https://dl.fbaipublicfiles.com/segment_anything_2/092824/")
         if e.engine == "hq-sam":
             assert e.url.startswith("https://huggingface.co/lkeab/hq-sam/resolve/main/")
+        if e.engine == "sam-mi":   # OpenAI's address names the file's SHA-256 (open_clip's table)
+            assert e.url.startswith("https://openaipublic.azureedge.net/clip/models/")
+            assert e.url.split("/")[-2] == e.sha256 and e.filename == "ViT-B-16.pt"
     # PMG-SAM's frozen branches: timm's hub file, and the Google Drive file the U-2-Net
     # README links (neither publisher gives an exact size or a hash: the notes say so)
     hiera, u2net = entries["pmg-sam-hiera-b+"], entries["pmg-sam-u2net"]
@@ -238,7 +242,7 @@ def test_cli_list_and_path_use_flag_over_env(tmp_path, monkeypatch, capsys, main
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert len(out.strip().splitlines()) == 1 + 13 + 1
+    assert len(out.strip().splitlines()) == 1 + 14 + 1
     assert re.search(r"pmg-sam-hiera-b\+\s+pmg-sam\s+hiera_b\+\s+\?\s+no\s+.*hiera_base_plus_224.mae.safetensors", out)
     assert re.search(r"pmg-sam-u2net\s+pmg-sam\s+u2net\s+\?\s+no\s+.*u2net.pth", out)
     assert re.search(r"sam2.1-hiera-t\s+sam2\s+hiera_t\s+156\s+yes", out)

@@ -67,7 +67,8 @@ def _check_proposals(props, names, size):
         assert np.isclose(props.scores[i], props.class_scores[i, k], atol=1e-6)
     assert list(props.scores) == sorted(props.scores, reverse=True)
     assert props.extras["semantic"].shape == size
-    assert props.extras["decoder_passes"] >= 1
+    # SAM ran on the points, or had answered every one of them on this image before
+    assert props.extras["decoder_passes"] >= 1 or props.extras["points_cached"] == len(props.extras["points"])
 
 
 @pytest.mark.parametrize("which", ["free", "trained"])

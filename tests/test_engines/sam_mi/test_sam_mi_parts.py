@@ -70,6 +70,35 @@ def test_class_padding_pads_to_pad_len_with_learnable_tokens():
     assert layer.pad(full, torch.randn(5, cfg.pad_len + 2, cfg.text_proj))[0].shape[1] == cfg.pad_len + 2
 
 
+def test_one_counted_padding_token_answers_as_pad_len_minus_k_copies():
+    """CAT-Seg pads the classes to pad_len with identical tokens; the layer gives one of
+    them its count instead, and must equal the explicit padded computation."""
+    import torch.nn.functional as F
+    from engines.sam_mi import linear_attention
+    cfg = SamMiConfig.tiny()
+    layer = ClassAggregation(cfg)
+    with torch.no_grad():
+        layer.padding_tokens.normal_()
+        layer.padding_guidance.normal_()
+    cost, text = torch.randn(2, cfg.hidden, 3, 6, 6), torch.randn(2, 3, cfg.text_proj)
+    b, c, k, h, w = cost.shape
+    pooled = F.avg_pool2d(cost.permute(0, 2, 1, 3, 4).reshape(b * k, c, h, w), cfg.pooling)
+    ph, pw = pooled.shape[-2:]
+    y = pooled.view(b, k, c, ph * pw).permute(0, 3, 1, 2).reshape(b * ph * pw, k, c)
+    y, g = layer.pad(y, text.repeat_interleave(ph * pw, 0))
+    assert y.shape[1] == cfg.pad_len
+    z = layer.norm1(y)
+    zg = torch.cat([z, g], -1)
+    heads = lambda t: t.view(t.shape[0], t.shape[1], cfg.heads, -1)   # noqa: E731
+    y = y + linear_attention(heads(layer.q(zg)), heads(layer.k(zg)), heads(layer.v(z))).flatten(2)
+    y = y + layer.mlp(layer.norm2(y))
+    y = y[:, :k].view(b, ph, pw, k, c).permute(0, 3, 4, 1, 2).reshape(b * k, c, ph, pw)
+    y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
+    reference = cost + y.view(b, k, c, h, w).transpose(1, 2)
+    with torch.no_grad():
+        assert torch.allclose(layer(cost, text), reference, atol=1e-5)
+
+
 def test_more_classes_than_pad_len_keeps_the_highest_max_cost():
     cost = torch.randn(1, 300, 4, 4)
     keep = keep_top_classes(cost, 256)

@@ -10,7 +10,7 @@ import torch
 from engines.files import catalogue
 from engines.hosts.tiny import tiny_sam
 from engines.router import Router
-from engines.sam_mi import SamMiEngine, tiny_clip
+from engines.sam_mi import SamMiEngine, save_sam_mi_plugin, tiny_clip, tiny_sam_mi
 from engines.types import CheckpointError
 
 
@@ -35,6 +35,18 @@ def test_text_routes_to_sam_mi_training_free(models):
     props = engine.propose(engine.embed(img), {"classes": ["box"], "pred_iou_thresh": 0.0,
                                                "stability_score_thresh": 0.0})
     assert props.engine == "sam-mi" and props.masks.shape[1:] == (64, 80)
+
+
+def test_a_pinned_plugin_routes_text_to_the_trained_mode(models):
+    clip_path = models.parent / "ViT-B-16.pt"
+    torch.save(tiny_clip().state_dict(), clip_path)
+    model, _ = tiny_sam_mi()
+    plugin = save_sam_mi_plugin(models.parent / "plugins" / "sam-mi" / "mine.safetensors", model,
+                                clip_path=clip_path, clip_name="ViT-w32/16", classes_seen=["box"])
+    routed = Router(models_dir=models.parent, device="cpu", plugins={"sam-mi": plugin}).route("text")
+    assert routed.engine.mode == "trained" and routed.engine.classes_seen == ("box",)
+    assert routed.plugin == plugin
+    assert Router(models_dir=models.parent, device="cpu").route("text").engine.mode == "training-free"
 
 
 def test_a_sam_file_without_clip_names_the_missing_file(models):
