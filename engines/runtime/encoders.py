@@ -73,9 +73,23 @@ class OpenVinoRunner:
             return tuple(torch.from_numpy(result[out].copy()).float() for out in self.compiled.outputs)
 
 
+def import_openvino():
+    """`openvino`, imported without its usage telemetry: OpenVINO's converter reports to
+    Google Analytics unless the user opted out, and this program sends nothing anywhere.
+    Blocking the `openvino_telemetry` import makes OpenVINO use its own no-op stub."""
+    import sys
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)   # None: "import fails" to Python
+    try:
+        import openvino
+    except ImportError:
+        raise RuntimeUnavailable("OpenVINO is not installed (pip install openvino)") from None
+    return openvino
+
+
 def compile_openvino(model, runtime: str, blob_dir=None):
     """An OpenVINO model (read or converted) compiled for the CPU at `runtime`'s precision."""
-    import openvino as ov
+    ov = import_openvino()
     config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[runtime]}
     if blob_dir is not None:
         config["CACHE_DIR"] = str(blob_dir)
@@ -84,10 +98,7 @@ def compile_openvino(model, runtime: str, blob_dir=None):
 
 def convert_openvino(module: nn.Module, example: torch.Tensor):
     """The torch module as an OpenVINO model (traced on `example`)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise RuntimeUnavailable("OpenVINO is not installed (pip install openvino)") from None
+    ov = import_openvino()
     with torch.no_grad():
         return ov.convert_model(module.eval(), example_input=example)
 

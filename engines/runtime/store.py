@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from engines.runtime.encoders import import_openvino
+
 log = logging.getLogger(__name__)
 ENV_RUNTIME_DIR = "ANNOTATOR_RUNTIME_DIR"
 MODEL_FILES = ("model.xml", "model.bin")
@@ -77,15 +79,14 @@ class RuntimeStore:
         try:
             if meta.get("key") != key or any(_sha256(folder / n) != meta.get(n) for n in MODEL_FILES):
                 raise ValueError("files do not match their recorded hashes")
-            import openvino as ov
-            return ov.Core().read_model(str(folder / "model.xml"))
+            return import_openvino().Core().read_model(str(folder / "model.xml"))
         except Exception as exc:   # any damage means: convert again
             log.warning("runtime store: converted model %s is damaged (%s); converting again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
 
     def save_model(self, key: str, model) -> Path:
-        import openvino as ov
+        ov = import_openvino()
         folder = self.model_dir(key)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".part"))
