@@ -20,6 +20,11 @@ AUTO_PRESETS: dict[str, str] = {
     "camouflaged": "Auto: camouflaged / medical",
     "everything": "Auto: everything",
 }
+# How `annotator eval` scores an "auto" engine and its baselines (training/evaluate_auto.py):
+# the probability map, one proposal (top-score, or the oracle's closest to the truth), a
+# SAM 2 with a null prompt, or one click at the truth's centroid.
+EVAL_PROTOCOLS = ("map", "top-score", "oracle", "null", "centroid-point")
+EVAL_METRICS = ("dis", "cod", "cos")   # DIS's six, IP-SAM's COD/polyp six, COCO AP of instances
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class EngineInfo:
     # plugin pairs with the first (pmg-sam: the Hiera file, then u2net.pth beside it)
     backbone_files: tuple[str, ...] = ()
     preset: str | None = None       # "auto" engines: the AUTO_PRESETS entry it serves
+    # `annotator eval` of an auto engine: its paper's baselines as "ENGINE:PROTOCOL" (the
+    # engine on the --baseline checkpoint, one of EVAL_PROTOCOLS) and its metric sets
+    eval_baselines: tuple[str, ...] = ()
+    eval_metrics: tuple[str, ...] = ()
 
     @property
     def trainable_plugin(self) -> bool:
@@ -71,12 +80,16 @@ ENGINES: tuple[EngineInfo, ...] = (
                "PMG-SAM: salient objects with no prompt, from a frozen Hiera-B+ / U²-Net encoder "
                "and a trained Pre-Mask-guided decoder (plugin)", catalogued=True,
                backbone_files=("hiera_b+", "u2net"), plugin_required=True, train="plugin",
-               adapter="training.adapters.pmg_sam", preset="salient"),
+               adapter="training.adapters.pmg_sam", preset="salient",
+               eval_baselines=("sam2-amg:top-score", "sam2-amg:oracle"),
+               eval_metrics=("dis", "cos")),
     EngineInfo("ip-sam", frozenset({"auto"}), "engines.ip_sam", "IpSamEngine",
                "IP-SAM: camouflaged and medical targets with no prompt, from SAM 2 with a trained "
                "self-prompt plugin (LoRA + heads) through its own prompt encoder",
                plugin_hosts=("sam2",), plugin_required=True, train="plugin",
-               adapter="training.adapters.ip_sam", preset="camouflaged"),
+               adapter="training.adapters.ip_sam", preset="camouflaged",
+               eval_baselines=("sam2:null", "sam2:centroid-point", "sam2-amg:top-score"),
+               eval_metrics=("cod",)),
     EngineInfo("sam-amg", frozenset({"auto"}), "engines.sam_amg", "SamAmgEngine",
                "Segment everything on SAM: a grid of clicks, filtered and deduplicated "
                "(SamAutomaticMaskGenerator's algorithm)", checkpoints_of="sam",
@@ -149,6 +162,31 @@ def plugin_host_engines() -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def eval_baselines(name: str, family: str | None = None) -> list[tuple[str, str]]:
+    """(engine, protocol) of `name`'s eval baselines. `family` ("sam" or "sam2": what the
+    --baseline checkpoint is) swaps each baseline for its counterpart on that family (the
+    engine of the same tasks and preset that loads that family's checkpoints: sam2-amg
+    -> sam-amg); ValueError when there is none."""
+    out = []
+    for entry in _BY_NAME[name].eval_baselines:
+        engine, protocol = entry.split(":")
+        if family is not None and _family(engine) != family:
+            info = _BY_NAME[engine]
+            twins = [i.name for i in ENGINES if _family(i.name) == family
+                     and i.tasks == info.tasks and i.preset == info.preset]
+            if not twins:
+                raise ValueError(f"{name}'s baseline {engine} has no counterpart on a {family} "
+                                 "checkpoint")
+            engine = twins[0]
+        out.append((engine, protocol))
+    return out
+
+
+def _family(name: str) -> str:
+    """The engine whose checkpoints `name` loads (itself for a host)."""
+    return _BY_NAME[name].checkpoints_of or name
+
+
 def _check(rows: Iterable[EngineInfo]) -> None:
     for info in rows:
         if not info.tasks <= set(TASKS):
@@ -165,6 +203,13 @@ def _check(rows: Iterable[EngineInfo]) -> None:
                                         and not info.plugin_hosts):
             raise ValueError(f"engine {info.name!r}: `backbone_files` are its own catalogued "
                              "files under a required plugin (no plugin_hosts)")
+        for entry in info.eval_baselines:
+            engine, _, protocol = entry.partition(":")
+            if engine not in _BY_NAME or protocol not in EVAL_PROTOCOLS or "auto" not in info.tasks:
+                raise ValueError(f"engine {info.name!r}: eval baseline {entry!r} is not "
+                                 f"ENGINE:PROTOCOL (protocols: {', '.join(EVAL_PROTOCOLS)}) of an auto engine")
+        if not set(info.eval_metrics) <= set(EVAL_METRICS):
+            raise ValueError(f"engine {info.name!r}: eval metrics are some of {', '.join(EVAL_METRICS)}")
 
 
 _check(ENGINES)

@@ -44,13 +44,18 @@ class TrainItem:
         return np.unpackbits(packed, count=frame.side * frame.side).reshape(frame.side, frame.side).astype(bool)
 
 
-def union_items(items: list[TrainItem]) -> list[TrainItem]:
-    """One item per image whose mask is the union of that image's instance masks (the
-    target of a promptless engine: salient objects, DIS), in first-seen order."""
+def image_groups(items: list[TrainItem]) -> list[list[TrainItem]]:
+    """The items (instances) of each image together, images in first-seen order."""
     groups: dict[object, list[TrainItem]] = {}
     for item in items:
         groups.setdefault(item.source if item.source is not None else id(item), []).append(item)
-    return [_union(group) for group in groups.values()]
+    return list(groups.values())
+
+
+def union_items(items: list[TrainItem]) -> list[TrainItem]:
+    """One item per image whose mask is the union of that image's instance masks (the
+    target of a promptless engine: salient objects, DIS), in first-seen order."""
+    return [_union(group) for group in image_groups(items)]
 
 
 def _union(group: list[TrainItem]) -> TrainItem:

@@ -41,6 +41,13 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * np.count_nonzero(pred & gt) / total
 
 
+def binarised_dice_iou(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+    """(Dice, IoU) of the prediction binarised at `threshold` (P > 0.5, IP-SAM's mDice /
+    mIoU, which average these per image) against the bool truth."""
+    binary = np.asarray(pred) > threshold
+    return dice(binary, gt), mask_iou(binary, gt)
+
+
 def boundary_dilation(shape: tuple[int, int], dilation_ratio: float = 0.02) -> int:
     """d = max(1, round(r * image diagonal)), Python's round as in the boundary-iou-api."""
     h, w = shape

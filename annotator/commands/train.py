@@ -5,8 +5,8 @@ progress bar and a JSON-lines event stream (`--events FILE`, or `-` for stdout) 
 another process (the window's Train dialog) follows. The same command runs under
 `torchrun --nproc_per_node N -m annotator.cli train ...` with DDP.
 eval: the papers' prompt protocols on a dataset, the engine beside its plain host; for an
-"auto" engine (pmg-sam) the DIS metrics on each image's union mask beside sam2-amg
-(training/evaluate_auto.py).
+"auto" engine (pmg-sam, ip-sam) its paper's metrics beside its paper's baselines
+(annotator/commands/eval_auto.py).
 """
 from __future__ import annotations
 
@@ -83,8 +83,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="auto engines: what is scored, comma-separated: map (the probability "
                          "map), top-score, oracle (the mask closest to the truth)")
     ev.add_argument("--baseline", default=None, metavar="CKPT",
-                    help="auto engines: the SAM 2 checkpoint sam2-amg runs on (default: the "
+                    help="auto engines: the SAM or SAM 2 checkpoint the baselines run on "
+                         "(default: the engine's host --backbone if it has one, else the "
                          "models folder's)")
+    ev.add_argument("--baseline-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="auto engines: proposal option of the segment-everything baseline "
+                         "(e.g. points_per_side=16), repeatable")
+    ev.add_argument("--coco-dir", default=None, metavar="DIR",
+                    help="auto engines with the COS protocol: write its COCO files there "
+                         "(gt.json, ENGINE.matched.json, ENGINE.all.json)")
+    ev.add_argument("--progress-every", type=int, default=10, metavar="N",
+                    help="auto engines: a progress line on stderr every N images")
     ev.add_argument("--models-dir", default=None, metavar="DIR")
     ev.set_defaults(func=_cmd_eval)
 
@@ -165,51 +174,14 @@ def _cmd_eval(args) -> int:
         return 2
     from engines import manifest
     if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"auto"}:
-        return _eval_auto(args, items, options)
+        from annotator.commands.eval_auto import eval_auto
+        return eval_auto(args, items, options)
     engines = _build_engines(args, options)
     print(f"evaluating {', '.join(engines)} on {len(items)} instances, "
           f"{args.prompts} prompts each", file=sys.stderr)
     results = evaluate_engines(engines, items, protocols, n_prompts=args.prompts, seed=args.seed,
                                multimask=args.multimask)
     print(format_table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
-
-
-def _eval_auto(args, items, options: dict) -> int:
-    """DIS metrics of a promptless engine beside sam2-amg (top-score and oracle top-1)."""
-    from engines.registry import get_spec
-    from engines.router import Router
-    from engines.types import EngineError
-    from training.evaluate_auto import PICKS, evaluate_auto, format_auto_table
-    picks = tuple(p.strip() for p in args.pick.split(",") if p.strip())
-    if not picks or any(p not in PICKS for p in picks):
-        print(f"annotator eval: error: --pick {args.pick!r}: choose from {', '.join(PICKS)}",
-              file=sys.stderr)
-        return 2
-    kwargs = {"device": args.device, **options, **({"plugin": args.plugin} if args.plugin else {})}
-    engines = {args.engine: (get_spec(args.engine).factory.from_checkpoint(args.backbone, **kwargs),
-                             picks)}
-    baseline = "sam2-amg"
-    if not args.no_baseline and args.engine != baseline:
-        try:
-            if args.baseline:
-                amg = get_spec(baseline).factory.from_checkpoint(args.baseline, device=args.device)
-            else:
-                amg = Router(models_dir=args.models_dir, device=args.device).route(
-                    "auto", engine=baseline).engine
-            engines[baseline] = (amg, ("top-score", "oracle"))
-        except EngineError as exc:
-            print(f"annotator eval: note: no {baseline} baseline ({exc})", file=sys.stderr)
-    print(f"evaluating {', '.join(engines)} on {len(items)} instances (union per image)",
-          file=sys.stderr)
-    try:
-        results = evaluate_auto(engines, items)
-    except ValueError as exc:
-        print(f"annotator eval: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_auto_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

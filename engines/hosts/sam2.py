@@ -25,6 +25,7 @@ from engines.hosts.geometry import sam2_feature_maps, sam2_prompt_points, sam2_s
 from engines.hosts.outputs import best_first, default_multimask, fast_masks, to_prediction, upsample_logits
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
 
+TINY = "tiny"   # a test-size SAM 2 (engines.hosts.tiny), never guessed from a file
 SAM2_CONFIGS = {
     "hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
     "hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
@@ -74,14 +75,21 @@ class Sam2Engine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, runtime: str | None = None):
-        """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch)."""
+                        exact: bool = False, image_size: int = 256, runtime: str | None = None):
+        """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch);
+        "tiny" (asked for by name only) is a file of engines.hosts.tiny.tiny_sam2, built at
+        `image_size` (a test-size SAM 2's state dict does not record it)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
         arch = arch or guess_sam2_arch(state)
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
                                   f"{describe_checkpoint(state)}")
-        model = build_sam2_architecture(arch)
+        if arch == TINY:
+            from engines.hosts.tiny import tiny_sam2
+            with torch.random.fork_rng(devices=[]):   # tiny_sam2 seeds torch
+                model = tiny_sam2(img_size=image_size)
+        else:
+            model = build_sam2_architecture(arch)
         load_into(model, state, path, expected=f"SAM 2.1 {arch}")
         return cls(model, backbone_key=f"sam2:{arch}:{checkpoint_identity(path)}", device=device,
                    exact=exact, runtime=runtime)
@@ -105,7 +113,19 @@ class Sam2Engine:
     @torch.no_grad()
     def predict(self, emb: Embedding, prompt: Prompt) -> Prediction:
         prompt = validate_prompt(prompt, emb.image_size)
-        low_res, scores, object_logit = self.decode(emb, prompt, default_multimask(prompt))
+        return self._prediction(emb, *self.decode(emb, prompt, default_multimask(prompt)))
+
+    @torch.no_grad()
+    def predict_unprompted(self, emb: Embedding, *, multimask: bool = False) -> Prediction:
+        """SAM 2 with a null prompt: no points, no box, no mask, i.e. the prompt encoder's
+        empty sparse embeddings and its no-mask dense embedding (what
+        `SAM2ImagePredictor.predict()` does with no prompt; IP-SAM's "null" baseline).
+        `predict` refuses an empty prompt, as a click tool should; this is the explicit door."""
+        sparse, dense = self.model.sam_prompt_encoder(points=None, boxes=None, masks=None)
+        return self._prediction(emb, *self._decode_embeddings(emb, sparse, dense, multimask))
+
+    def _prediction(self, emb: Embedding, low_res: torch.Tensor, scores: torch.Tensor,
+                    object_logit: torch.Tensor) -> Prediction:
         order = best_first(scores[0])
         # masks come from the raw logits; the clamped ones are returned for feeding back,
         # both as the reference does
@@ -130,6 +150,10 @@ class Sam2Engine:
 
     def decode(self, emb: Embedding, prompt: Prompt, multimask: bool):
         sparse, dense = self.encode_prompt(emb, prompt)
+        return self._decode_embeddings(emb, sparse, dense, multimask)
+
+    def _decode_embeddings(self, emb: Embedding, sparse: torch.Tensor, dense: torch.Tensor,
+                           multimask: bool):
         f = {k: v.to(self.device) for k, v in emb.features.items()}
         low_res, scores, _, object_logit = self.model.sam_mask_decoder(
             image_embeddings=f["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),

@@ -113,3 +113,25 @@ def test_product_code_imports_engine_packages_only_through_their_public_surface(
                     if parts[0] == "engines" and len(parts) > 2 and parts[1] in packages:
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {mod}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_eval_baselines_come_from_the_table_and_follow_the_checkpoint_family():
+    """`annotator eval` reads an auto engine's baselines here; a SAM file swaps each for
+    its counterpart on SAM (sam2-amg -> sam-amg), and a malformed row is refused."""
+    import dataclasses
+    for info in manifest.list_engines(task="auto"):
+        for engine, protocol in manifest.eval_baselines(info.name):
+            assert manifest.get(engine) is not None and protocol in manifest.EVAL_PROTOCOLS
+    pmg = manifest.eval_baselines("pmg-sam")
+    assert {e for e, _ in pmg} == {"sam2-amg"} and {p for _, p in pmg} == {"top-score", "oracle"}
+    assert manifest.eval_baselines("pmg-sam", "sam") == [("sam-amg", p) for _, p in pmg]
+    assert manifest.eval_baselines("ip-sam") == [("sam2", "null"), ("sam2", "centroid-point"),
+                                                 ("sam2-amg", "top-score")]
+    with pytest.raises(ValueError, match="no counterpart on a classic checkpoint"):
+        manifest.eval_baselines("pmg-sam", "classic")
+    row = manifest.get("pmg-sam")
+    for bad in (("sam2-amg:best",), ("nope:top-score",), ("sam2-amg",)):
+        with pytest.raises(ValueError, match="is not ENGINE:PROTOCOL"):
+            manifest._check([dataclasses.replace(row, eval_baselines=bad)])
+    with pytest.raises(ValueError, match="eval metrics"):
+        manifest._check([dataclasses.replace(row, eval_metrics=("dis", "psnr"))])

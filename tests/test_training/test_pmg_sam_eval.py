@@ -61,28 +61,67 @@ def test_picks_and_a_perfect_map_score_perfectly():
     assert "| fake oracle top-1 | 1.000 |" in table and "maxF" in table and "HCE" in table
 
 
-def test_annotator_eval_pmg_sam_prints_dis_metrics_beside_sam2_amg(tmp_path, monkeypatch, capsys):
-    from annotator.cli import main
-    from engines.hosts import Sam2Engine, tiny_sam2
-    from engines.sam_amg import AmgOptions, Sam2AmgEngine
+def _pmg_args(tmp_path, monkeypatch, baseline):
     from training.synthetic import generate
     patch_tiny_u2net(monkeypatch)
     files = install_pmg(tmp_path / "models")
-    tiny = Sam2AmgEngine(Sam2Engine(tiny_sam2(seed=1), backbone_key="tiny", device="cpu"),
-                         defaults=AmgOptions(points_per_side=4, pred_iou_thresh=0.0,
-                                             stability_score_thresh=0.0))
-    monkeypatch.setattr(Sam2AmgEngine, "from_checkpoint", classmethod(lambda cls, path, **kw: tiny))
-    data = generate(tmp_path / "synth", n_images=3, size=96, seed=2)
-    out = tmp_path / "eval.json"
-    args = ["eval", "pmg-sam", "--backbone", str(files["hiera"]), "--plugin", str(files["plugin"]),
+    data = generate(tmp_path / "synth", n_images=3, size=64, seed=2)
+    return ["eval", "pmg-sam", "--backbone", str(files["hiera"]), "--plugin", str(files["plugin"]),
             "--data", str(data), "--images", str(tmp_path / "synth" / "images"), "--split", "all",
-            "--baseline", str(tmp_path / "sam2.pt"), "--device", "cpu", "--json", str(out)]
-    assert main(args) == 0
-    table = capsys.readouterr().out
-    rows = json.loads(out.read_text())
-    assert list(rows) == ["pmg-sam", "pmg-sam top-score", "sam2-amg top-score", "sam2-amg oracle top-1"]
-    for name, r in rows.items():
+            "--baseline", str(baseline), "--device", "cpu", "--progress-every", "2",
+            "--baseline-option", "points_per_side=4"]
+
+
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_annotator_eval_pmg_sam_prints_dis_and_cos_beside_the_amg_of_the_baseline_file(
+        tmp_path, monkeypatch, capsys, family):
+    """The baseline file's family picks the manifest baseline's counterpart: a SAM file
+    gives sam-amg rows, a SAM 2 file sam2-amg rows (both tiny, random weights)."""
+    from annotator.cli import main
+    from engines.hosts import tiny_sam, tiny_sam2
+    import torch
+    baseline = tmp_path / f"{family}.pt"
+    torch.save((tiny_sam() if family == "sam" else tiny_sam2(img_size=64)).state_dict(), baseline)
+    out = tmp_path / "eval.json"
+    args = _pmg_args(tmp_path, monkeypatch, baseline)
+    assert main(args + ["--json", str(out), "--coco-dir", str(tmp_path / "coco")]) == 0
+    captured = capsys.readouterr()
+    table, amg = captured.out, f"{family}-amg"
+    report = json.loads(out.read_text())
+    assert report["metrics"] == "dis" and report["images"] == 3
+    assert list(report["maps"]) == ["pmg-sam", "pmg-sam top-score", f"{amg} top-score", f"{amg} oracle top-1"]
+    for name, r in report["maps"].items():
         assert r["n"] == 3 and 0 <= r["maxF"] <= 1 and 0 <= r["MAE"] <= 1 and 0 <= r["S"] <= 1, name
         assert f"| {name} |" in table
-    assert main(args[:-2] + ["--pick", "nope"]) == 2
+    assert list(report["cos"]) == ["pmg-sam", amg]
+    for name, r in report["cos"].items():
+        assert r["images"] == 3 and r["instances"] >= 3
+        assert r["matched"]["predictions"] <= r["all"]["predictions"]
+        assert 0 <= r["all"]["AP"] <= 1 and 0 <= r["matched"]["AP"] <= 1
+        assert f"| {name} | all components |" in table
+    from pycocotools.coco import COCO
+    gt = COCO(str(tmp_path / "coco" / "gt.json"))          # the files load in pycocotools
+    assert len(gt.getImgIds()) == 3 and len(gt.getAnnIds()) == report["cos"]["pmg-sam"]["instances"]
+    found = json.loads((tmp_path / "coco" / "pmg-sam.all.json").read_text())
+    assert len(found) == report["cos"]["pmg-sam"]["all"]["predictions"]
+    if found:
+        gt.loadRes(found)
+    assert "[2/3] images" in captured.err and "[3/3] images" in captured.err
+
+
+def test_annotator_eval_pmg_sam_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from annotator.cli import main
+    args = _pmg_args(tmp_path, monkeypatch, tmp_path / "missing.pt")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing.pt does not exist" in err
+    not_sam = tmp_path / "not_sam.pt"
+    import torch
+    torch.save({"w": torch.zeros(2)}, not_sam)
+    args[args.index("--baseline") + 1] = str(not_sam)
+    assert main(args) == 2
+    assert "not a SAM or SAM 2.1 checkpoint" in capsys.readouterr().err
+    assert main(args + ["--pick", "nope"]) == 2
     assert "--pick 'nope': choose from map, top-score, oracle" in capsys.readouterr().err
+    assert main(args + ["--split", "val", "--val-fraction", "0"]) == 2
+    assert "split is empty" in capsys.readouterr().err
