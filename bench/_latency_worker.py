@@ -123,19 +123,40 @@ def run_reference(args, image: np.ndarray, clicks: dict) -> dict:
 # ---------------------------------------------------------------------------- ours
 
 
-def build_ours(arch: str):
+def build_ours(arch: str, runtime: str = "torch-fp32"):
     import torch
     if arch in SAM_ARCHS:
         from engines.hosts import SamEngine, build_sam_architecture
         torch.manual_seed(0)
         model, build_s = timed(build_sam_architecture, arch)
         fingerprint = model_fingerprint(model)
-        return SamEngine(model, backbone_key=f"sam:{arch}:random-seed0", device="cpu"), build_s, fingerprint
+        return SamEngine(model, backbone_key=f"sam:{arch}:random-seed0", device="cpu",
+                         runtime=runtime), build_s, fingerprint
     from engines.hosts import Sam2Engine, build_sam2_architecture
     torch.manual_seed(0)
     model, build_s = timed(build_sam2_architecture, arch)
     fingerprint = model_fingerprint(model)
-    return Sam2Engine(model, backbone_key=f"sam2:{arch}:random-seed0", device="cpu"), build_s, fingerprint
+    return Sam2Engine(model, backbone_key=f"sam2:{arch}:random-seed0", device="cpu",
+                      runtime=runtime), build_s, fingerprint
+
+
+def prepare_runtime(engine) -> dict:
+    """Calibrate (if this machine has no record for the architecture) and build the
+    runtime; what was picked, how long that took, and the calibration's measurements."""
+    slot = engine.encoder
+    calibrated = slot.needs_calibration
+    _, prepare_s = timed(slot.prepare, progress=log)
+    record = slot.store.calibration(slot.arch_key, _facts()) or {}
+    log(f"encoder runtime: {slot.runtime} (prepared in {prepare_s:.1f} s"
+        f"{', calibrated now' if calibrated else ', calibration on record'})")
+    return {"runtime": slot.runtime, "prepare_s": prepare_s, "calibrated_now": calibrated,
+            "calibration": {k: record.get(k) for k in ("seconds", "rel_error", "failed", "when")},
+            "runtime_message": slot.message}
+
+
+def _facts():
+    from engines.runtime.machine import machine_facts
+    return machine_facts()
 
 
 def run_ours(args, image: np.ndarray, clicks: dict) -> dict:
@@ -145,10 +166,10 @@ def run_ours(args, image: np.ndarray, clicks: dict) -> dict:
     import torch
     from engines.types import Prompt
 
-    engine, build_s, fingerprint = build_ours(args.arch)
+    engine, build_s, fingerprint = build_ours(args.arch, args.runtime)
     result = {"side": "ours", "api": f"{type(engine).__name__}.embed / .predict",
               "allocator_tuned": tuned, "build_s": build_s, "fingerprint": fingerprint,
-              **torch_info(torch)}
+              **torch_info(torch), **prepare_runtime(engine)}
     log(f"built in {build_s:.1f} s, fingerprint {fingerprint['sha256']}, allocator tuned: {tuned}")
 
     encoder, emb = [], None
@@ -241,6 +262,8 @@ def main(argv=None) -> int:
     p.add_argument("--tmp", required=True, help="scratch folder (cache files)")
     p.add_argument("--save-masks", help="reference: write its best masks here (.npz)")
     p.add_argument("--ref-masks", help="ours: the reference's masks to compare against")
+    p.add_argument("--runtime", default="torch-fp32",
+                   help="ours: the encoder runtime (auto = what the calibration picks on this machine)")
     args = p.parse_args(argv)
 
     # The result owns stdout; anything printed by libraries goes to stderr instead.

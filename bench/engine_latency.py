@@ -63,7 +63,16 @@ def parse_args(argv=None):
     p.add_argument("--plugins", choices=("yes", "no", "only"), default="yes",
                    help="also time Stable-SAM / HQ-SAM clicks over their host on vit_b and "
                         "hiera_t (default yes; 'only' skips the reference comparison)")
+    p.add_argument("--runtimes", default="torch-fp32,auto",
+                   help="our encoder runtimes to time, comma-separated (default torch-fp32,auto: "
+                        "today's fp32 path and what the calibration picks on this machine)")
     args = p.parse_args(argv)
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    sys.path.insert(0, str(ROOT))
+    from engines.runtime.encoders import RUNTIMES
+    bad = [r for r in args.runtimes if r != "auto" and r not in RUNTIMES]
+    if bad or not args.runtimes:
+        p.error(f"--runtimes: unknown {', '.join(bad) or '(none)'}; choose from auto, {', '.join(RUNTIMES)}")
     if args.archs:
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         unknown = [a for a in archs if a not in ALL_ARCHS]
@@ -216,7 +225,9 @@ def bench_arch(arch: str, args, files: dict, ref_env: dict) -> tuple[dict, dict]
     print(f"== {arch}: reference, then ours ({runs_for(arch, args)} encoder runs, {args.clicks} clicks)",
           file=sys.stderr, flush=True)
     ref = run_worker("reference", arch, common + ["--save-masks", str(masks)], ref_env, args.timeout)
-    ours = run_worker("ours", arch, common + ["--ref-masks", str(masks)], None, args.timeout)
+    ours = {runtime: run_worker("ours", arch, common + ["--ref-masks", str(masks), "--runtime", runtime],
+                                None, args.timeout)
+            for runtime in args.runtimes}
     return ref, ours
 
 
@@ -258,9 +269,10 @@ def main(argv=None) -> int:
                 return 0
         for arch in args.arch_list:
             results[arch] = bench_arch(arch, args, files, ref_env)
-    rows = [summarise(arch, *results[arch]) for arch in args.arch_list]
-    sides = [s for pair in results.values() for s in pair if "error" not in s]
-    ours_sides = [pair[1] for pair in results.values() if "error" not in pair[1]]
+    rows = [summarise(arch, ref, ours, asked) for arch in args.arch_list
+            for ref, by_runtime in [results[arch]] for asked, ours in by_runtime.items()]
+    sides = [s for ref, ours in results.values() for s in (ref, *ours.values()) if "error" not in s]
+    ours_sides = [s for _, ours in results.values() for s in ours.values() if "error" not in s]
     threads = {}
     for side in sides:
         threads.setdefault(side["side"], side["threads"])
@@ -283,7 +295,7 @@ def main(argv=None) -> int:
     if not args.no_write:
         write_section(args.docs, report)
         print(f"\nwritten to {args.docs}", file=sys.stderr)
-    return 0 if all("error" not in s for pair in results.values() for s in pair) else 1
+    return 0 if all("error" not in s for ref, ours in results.values() for s in (ref, *ours.values())) else 1
 
 
 if __name__ == "__main__":

@@ -57,7 +57,14 @@ class Routed:
         files = [p.name for p in (self.checkpoint, self.plugin) if p is not None]
         ckpt = f" ({' + '.join(files)})" if files else ""
         why = f"; skipped {'; '.join(self.skipped)}" if self.skipped else ""
-        return f"{self.name}{ckpt}{why}"
+        return f"{self.name}{ckpt}{self.runtime_note()}{why}"
+
+    def runtime_note(self) -> str:
+        """', encoder openvino-bf16' when the encoder does not run the fp32 torch modules,
+        so the status bar says which precision answered."""
+        from engines.runtime import encoder_runtime
+        runtime = encoder_runtime(self.engine)
+        return f", encoder {runtime}" if runtime not in (None, "exact", "torch-fp32") else ""
 
 
 class Router:

@@ -6,6 +6,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Tests never touch the user's real caches or models folder.
 os.environ.setdefault("ANNOTATOR_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"annotator-test-cache-{os.getpid()}"))
 os.environ.setdefault("ANNOTATOR_MODELS_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"annotator-test-models-{os.getpid()}"))
+# encoders run torch fp32 unless a test asks for a runtime (no background calibration)
+os.environ.setdefault("ANNOTATOR_RUNTIME", "torch-fp32")
+os.environ.setdefault("ANNOTATOR_RUNTIME_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"annotator-test-runtime-{os.getpid()}"))
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from engines.files import catalogue
 from engines.types import CheckpointError
 
-ACTIONS_HELP = "list | download NAME | verify [NAME ...] | path NAME"
+ACTIONS_HELP = "list | download NAME | verify [NAME ...] | path NAME | calibrate NAME_OR_PATH"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="models to check (default: every installed one)")
     pt = action("path", _cmd_path, "print where a checkpoint is (exit 1 if not installed)")
     pt.add_argument("name", metavar="NAME")
+    from annotator.commands import calibrate
+    calibrate.add_arguments(action("calibrate", calibrate.run,
+                                   "pick the fastest encoder runtime for a checkpoint on this CPU"))
     parser.set_defaults(func=lambda args: _no_action(parser))
 
 

@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--fine-edges", action="store_true", help="prefer the boundary engine (hq-sam)")
     p.add_argument("--models-dir", help="models folder (default: $ANNOTATOR_MODELS_DIR or the user data dir)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--runtime", help="CPU encoder runtime: auto (default: the calibrated one), exact, "
+                   "torch-fp32, torch-bf16, openvino-fp32, openvino-bf16 ($ANNOTATOR_RUNTIME)")
     p.add_argument("--out", type=Path, default=Path("mask.png"),
                    help="mask file to write (0/255): .png (default mask.png), .tif or .bmp")
     p.add_argument("--overlay", type=Path, help="also write the image with the mask drawn on "
@@ -97,6 +99,17 @@ def _check_checkpoint_option(args) -> None:
         raise InputError(f"--checkpoint {args.checkpoint}: no such file")
 
 
+def _runtime_note(engine) -> str:
+    """', encoder RUNTIME' (and how to pick the fastest one when not calibrated yet)."""
+    from engines.runtime import encoder_slot_of
+    slot = encoder_slot_of(engine)
+    if slot is None:
+        return ""
+    hint = " (not calibrated: `annotator models calibrate` picks the fastest for this CPU)" \
+        if slot.needs_calibration else ""
+    return f", encoder {slot.runtime}{hint}"
+
+
 def run(args) -> int:
     from annotator.core.engine_image import load_engine_copy
     from annotator.core.images import load_image
@@ -105,6 +118,10 @@ def run(args) -> int:
     from engines.types import Prompt
 
     _check_checkpoint_option(args)
+    if args.runtime:            # checked here (one line, exit 2), then read by every engine
+        from engines.runtime.choice import ENV_RUNTIME, requested_runtime
+        requested_runtime(args.runtime, "--runtime")
+        os.environ[ENV_RUNTIME] = args.runtime
     if args.device:             # the classic engine ignores it: check it here for all
         from engines.runtime import choose_device
         choose_device(args.device)
@@ -129,7 +146,8 @@ def run(args) -> int:
     t2 = time.perf_counter()
     mask = pred.masks[0]
     print(f"engine: {routed.explain()}")
-    print(f"device: {getattr(engine, 'device', 'cpu')}; embedding: {source} in {1000 * (t1 - t0):.0f} ms; "
+    print(f"device: {getattr(engine, 'device', 'cpu')}{_runtime_note(engine)}; "
+          f"embedding: {source} in {1000 * (t1 - t0):.0f} ms; "
           f"decode: {1000 * (t2 - t1):.0f} ms")
     if not mask.any():
         print(f"annotator segment: no object found: {routed.name} returned an empty mask for "

@@ -48,6 +48,7 @@ from typing import Any, Callable, Hashable, Iterable
 import numpy as np
 
 from annotator.core.errors import CoreError
+from annotator.core.runtime_builds import RuntimeBuilds
 from annotator.core.service_prefetch import (Embedder, Gate, ImageOpener, Job, JobAbandoned,
                                              OpenedImage, Prefetcher, error_message)
 from annotator.core.service_events import (EMBEDDING_STATES, PROPOSAL_TASKS, Dropped,
@@ -186,6 +187,7 @@ class EngineService:
         self._opener = ImageOpener(max_side)
         self._embedder = Embedder(cache, self._gate)
         self._routes: dict[tuple, Any] = {}   # (task, fine edges, engine, preset)
+        self.runtime_builds = RuntimeBuilds(self._emit)
         self._route_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._queue: deque[_Request] = deque()
@@ -403,6 +405,7 @@ class EngineService:
                     raise TypeError(f"resolve({task!r}) returned {type(routed).__name__}, "
                                     "not a Routed (with .engine and .name)")
                 self._routes[key] = routed
+                self.runtime_builds.start(routed)
             return routed
 
     def _stale_reason(self, req: _Request) -> str | None:

@@ -79,8 +79,19 @@ class Dropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class EncoderRuntime:
+    """The background build of an engine's faster encoder runtime (engines/runtime):
+    progress lines, then "ready" (the runtime that answers from now on) or "failed"."""
+    kind: ClassVar[str] = "encoder_runtime"
+    engine_name: str
+    state: str                      # "building" | "ready" | "failed"
+    runtime: str                    # the runtime answering when the event was made
+    message: str
+
+
 Event = (EmbeddingState | PredictionReady | PredictionFailed | ProposalsReady | ProposalsFailed
-         | Dropped)
+         | Dropped | EncoderRuntime)
 
 
 def prompt_task(prompt: Prompt) -> str:
@@ -93,3 +104,4 @@ def prompt_task(prompt: Prompt) -> str:
         raise PromptError("empty prompt: give at least one point, a box, a previous mask "
                           "or a class name")
     return "points"
+

@@ -145,6 +145,9 @@ class Labeler(QObject):
                 elif event.state == "failed":
                     self.status.emit(f"this image cannot be used by the engine: {event.error}")
             return
+        if kind == "encoder_runtime":           # a faster encoder being built in the background
+            self.status.emit(event.message)
+            return
         current = event.image_id == self.image_id and \
             getattr(event, "request_id", None) == self.prompt.pending
         if kind == "prediction":

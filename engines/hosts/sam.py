@@ -21,6 +21,7 @@ from engines.hosts.detect import guess_sam_arch, tiny_sam_config
 from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
 from engines.hosts.fast.decoder import disable_fast_decoder, enable_fast_decoder
 from engines.hosts.geometry import sam_preprocess, sam_prompt_inputs
+from engines.hosts.runtime_slot import encoder_slot
 from engines.hosts.outputs import (as_tensor, best_first, default_multimask, fast_masks, to_prediction,
                                    upsample_logits)
 from engines.types import CheckpointError, Embedding, Prediction, Prompt
@@ -50,16 +51,19 @@ def build_sam_for_state(arch: str, state: dict) -> Sam:
 
 class SamEngine:
     name = "sam"
+    runtime_capable = True   # its encoder is one tensor in, one out: any runtime can run it
 
     def __init__(self, model: Sam, *, backbone_key: str, device: torch.device | str | None = None,
-                 exact: bool = False):
+                 exact: bool = False, runtime: str | None = None):
         """`exact=True` runs the reference's modules and upsampling unchanged (bit-exact
         with SamPredictor); the default fuses the encoder's attention (fast/vit_attention.py),
         rearranges the decoder (fast/decoder.py) and upsamples with OpenCV
-        (outputs.fast_masks): equal up to float rounding, tests bound it."""
+        (outputs.fast_masks): equal up to float rounding, tests bound it. `runtime`: the
+        CPU encoder's runtime (engines/runtime: 'auto', 'torch-fp32', 'torch-bf16',
+        'openvino-fp32', 'openvino-bf16'; default $ANNOTATOR_RUNTIME, else auto)."""
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
-        self.backbone_key = backbone_key
+        self.checkpoint_key = backbone_key
         self.exact = exact
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         if exact:
@@ -71,10 +75,18 @@ class SamEngine:
             disable_decoder_reuse(self.model.mask_decoder.transformer)
             enable_fast_decoder(self.model.mask_decoder)
             enable_fast_attention(self.model.image_encoder)
+        side = int(model.image_encoder.img_size)
+        self.encoder = encoder_slot(self.model.image_encoder, self, side, runtime) \
+            if self.runtime_capable else None
+
+    @property
+    def backbone_key(self) -> str:
+        """The checkpoint's key, plus the runtime when its features are not torch fp32's."""
+        return self.checkpoint_key + (self.encoder.key_suffix if self.encoder else "")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False):
+                        exact: bool = False, runtime: str | None = None):
         """`arch`: vit_b / vit_l / vit_h / tiny, else read from the file (detect.guess_sam_arch)."""
         state = load_state_dict(path, expected=f"SAM {arch or 'ViT'}")
         arch = arch or guess_sam_arch(state)
@@ -84,7 +96,7 @@ class SamEngine:
         model = build_sam_for_state(arch, state)
         load_into(model, state, path, expected=f"SAM {arch}")
         return cls(model, backbone_key=f"sam:{arch}:{checkpoint_identity(path)}", device=device,
-                   exact=exact)
+                   exact=exact, runtime=runtime)
 
     @property
     def input_side(self) -> int:
@@ -100,6 +112,8 @@ class SamEngine:
         """(checked image, resized image, encoder output), as SamPredictor.set_image."""
         image = check_image(image)
         resized, x = sam_preprocess(self.model, self.transform, image, self.device)
+        if self.encoder is not None:
+            return image, resized, self.encoder(x)[0]
         with encoder_autocast(self.device):
             return image, resized, self.model.image_encoder(x)
 

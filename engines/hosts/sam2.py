@@ -16,6 +16,7 @@ import torch
 
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
 from engines.runtime.device import choose_device, encoder_autocast
+from engines.hosts.runtime_slot import Sam2FeatureMaps, encoder_slot
 from engines.prompts import check_image, validate_prompt
 from engines.hosts.detect import guess_sam2_arch
 from engines.hosts.exact import disable_decoder_reuse, enable_decoder_reuse, memo_dense_pe
@@ -62,15 +63,18 @@ def build_sam2_for_state(state, path: str | Path, arch: str | None = None, image
 class Sam2Engine:
     name = "sam2"
 
+    runtime_capable = True
+
     def __init__(self, model, *, backbone_key: str, device: torch.device | str | None = None,
-                 exact: bool = False):
+                 exact: bool = False, runtime: str | None = None):
         """`exact=True` runs the reference's decoder and upsampling unchanged (bit-exact
         with SAM2ImagePredictor); the default rearranges the decoder (fast/decoder.py)
-        and upsamples with OpenCV (outputs.fast_masks): equal up to float rounding."""
+        and upsamples with OpenCV (outputs.fast_masks): equal up to float rounding.
+        `runtime`: the CPU encoder's runtime, as SamEngine's."""
         from sam2.utils.transforms import SAM2Transforms
         self.device = choose_device(str(device) if device is not None else None)
         self.model = model.to(self.device).eval()
-        self.backbone_key = backbone_key
+        self.checkpoint_key = backbone_key
         self.exact = exact
         if exact:
             disable_fast_decoder(self.model.sam_mask_decoder)   # the model may be shared
@@ -80,10 +84,16 @@ class Sam2Engine:
             disable_decoder_reuse(self.model.sam_mask_decoder.transformer)
             enable_fast_decoder(self.model.sam_mask_decoder)
         self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=0.0)
+        self.encoder = encoder_slot(Sam2FeatureMaps(self.model), self, int(model.image_size), runtime) \
+            if self.runtime_capable else None
+
+    @property
+    def backbone_key(self) -> str:
+        return self.checkpoint_key + (self.encoder.key_suffix if self.encoder else "")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
-                        exact: bool = False, image_size: int = 256):
+                        exact: bool = False, image_size: int = 256, runtime: str | None = None):
         """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch);
         "tiny" (asked for by name only) is a file of engines.hosts.tiny.tiny_sam2, built at
         `image_size` (a test-size SAM 2's state dict does not record it)."""
@@ -91,7 +101,7 @@ class Sam2Engine:
         arch, model = build_sam2_for_state(state, path, arch, image_size=image_size)
         load_into(model, state, path, expected=f"SAM 2.1 {arch}")
         return cls(model, backbone_key=f"sam2:{arch}:{checkpoint_identity(path)}", device=device,
-                   exact=exact)
+                   exact=exact, runtime=runtime)
 
     @property
     def input_side(self) -> int:
@@ -101,7 +111,10 @@ class Sam2Engine:
     def embed(self, image: np.ndarray) -> Embedding:
         image = check_image(image)
         x = self.transforms(image)[None].to(self.device)
-        maps = sam2_feature_maps(self.model, x, autocast=encoder_autocast(self.device))
+        if self.encoder is not None:
+            maps = dict(zip(Sam2FeatureMaps.NAMES, self.encoder(x)))
+        else:
+            maps = sam2_feature_maps(self.model, x, autocast=encoder_autocast(self.device))
         feats = {k: v.float() for k, v in maps.items()}
         side = self.input_side
         return Embedding(self.backbone_key, tuple(image.shape[:2]), (side, side), feats)

@@ -159,6 +159,7 @@ class HqSamEngine(SamEngine):
     """SamEngine's prompt encoding and upsampling; HQ-SAM's encoder outputs and decoder.
     Always one mask out (the official multimask behaviour: SAM's best of 3 + M_hq)."""
     name = "hq-sam"
+    runtime_capable = False   # its encoder also returns the early ViT features (a list)
 
     def __init__(self, model, *, backbone_key: str, device=None, exact: bool = False,
                  hq_token_only: bool = False):

@@ -59,8 +59,11 @@ class SamAmgEngine:
     def __init__(self, host, *, defaults: AmgOptions | None = None):
         self.host = host
         self.device = host.device
-        self.backbone_key = host.backbone_key   # clicks and Auto share one embedding
         self.defaults = (defaults or AmgOptions.for_host(self.family)).checked()
+
+    @property
+    def backbone_key(self) -> str:
+        return self.host.backbone_key      # clicks and Auto share one embedding
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,

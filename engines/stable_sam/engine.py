@@ -60,9 +60,12 @@ class StableSamEngine:
                                   f"{plugin.conv_in.out_channels}, the backbone's decoder {width}")
         self.host = host
         self.plugin = plugin.to(host.device).eval().requires_grad_(False)
-        self.backbone_key = host.backbone_key     # same encoder, same cached embeddings
         self.plugin_path = None if plugin_path is None else Path(plugin_path)
         self.plugin_meta = dict(plugin_meta or {})
+
+    @property
+    def backbone_key(self) -> str:
+        return self.host.backbone_key      # same encoder, same cached embeddings
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
@@ -92,10 +95,10 @@ class StableSamEngine:
         """An engine from a built host and a plugin file; arch and checkpoint identity
         default to the host's backbone key ("sam:vit_b:<identity>")."""
         if backbone_arch is None:
-            backbone_arch, _, ident = host.backbone_key.rpartition(":")
+            backbone_arch, _, ident = host.checkpoint_key.rpartition(":")
             backbone_checkpoint = backbone_checkpoint or ident
             if not backbone_arch:
-                raise EngineError(f"backbone key {host.backbone_key!r} does not name an "
+                raise EngineError(f"backbone key {host.checkpoint_key!r} does not name an "
                                   "architecture; pass backbone_arch")
         state, meta = load_plugin(plugin, engine=ENGINE, backbone_arch=backbone_arch,
                                   backbone_checkpoint=backbone_checkpoint)
