@@ -95,8 +95,8 @@ class Sam2Engine:
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None,
                         exact: bool = False, image_size: int = 256, runtime: str | None = None):
         """`arch`: one of SAM2_CONFIGS, else read from the file (detect.guess_sam2_arch);
-        "tiny" (asked for by name only) is a file of engines.hosts.tiny.tiny_sam2, built at
-        `image_size` (a test-size SAM 2's state dict does not record it)."""
+        "tiny" (a SAM 2 file of no official size) is engines.hosts.tiny.tiny_sam2's, built
+        at `image_size` (a test-size SAM 2's state dict does not record it)."""
         state = load_state_dict(path, expected=f"SAM 2.1 {arch or 'Hiera'}")
         arch, model = build_sam2_for_state(state, path, arch, image_size=image_size)
         load_into(model, state, path, expected=f"SAM 2.1 {arch}")

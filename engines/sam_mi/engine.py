@@ -118,10 +118,15 @@ class SamMiEngine(SamPoints):
         self.family = "sam2" if isinstance(host, Sam2Engine) else "sam"
         base = TextOptions(pred_iou_thresh=0.8) if self.family == "sam2" else TextOptions()
         self.defaults = defaults or base
-        self.backbone_key = f"{ENGINE}:{clip_key}:{self.mode}|{host.backbone_key}"
+        self._key_head = f"{ENGINE}:{clip_key}:{self.mode}|"
         self._text: dict[str, torch.Tensor] = {}       # name -> (D,) embedding, most recent last
         self._decoded: OrderedDict = OrderedDict()     # (embedding, grid point) -> SAM's answer
         self.last_cached = 0                           # points the last request found decoded
+
+    @property
+    def backbone_key(self) -> str:
+        """CLIP's file and the mode, then the host's key (which follows its encoder runtime)."""
+        return self._key_head + self.host.backbone_key
 
     def encode_text(self, names: list[str]) -> torch.Tensor:
         """(1, K, D) text embeddings; each name is encoded once (re-typing the list reuses them)."""
