@@ -155,7 +155,7 @@ def prepare_runtime(engine) -> dict:
 
 
 def _facts():
-    from engines.runtime.machine import machine_facts
+    from engines.runtime import machine_facts
     return machine_facts()
 
 

@@ -69,7 +69,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     sys.path.insert(0, str(ROOT))
-    from engines.runtime.encoders import RUNTIMES
+    from engines.runtime import RUNTIMES
     bad = [r for r in args.runtimes if r != "auto" and r not in RUNTIMES]
     if bad or not args.runtimes:
         p.error(f"--runtimes: unknown {', '.join(bad) or '(none)'}; choose from auto, {', '.join(RUNTIMES)}")

@@ -82,7 +82,7 @@ def measure(arch: str, image: np.ndarray, clicks: list, runtimes) -> list[dict]:
 
 
 def table(rows: list[dict], image_desc: str) -> str:
-    from engines.runtime.choice import FEATURE_BOUND
+    from engines.runtime import FEATURE_BOUND
     lines = ["## Encoder runtimes: fidelity against the exact fp32 path (`bench/runtime_fidelity.py`)", "",
              f"{cpu_header()}. Full-size architectures with **random weights**; image: {image_desc}; "
              f"{rows[0].get('clicks', '?')} seeded single clicks, best mask of each. Feature error = "

@@ -59,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _facts():
-    from engines.runtime.machine import machine_facts
+    from engines.runtime import machine_facts
     return machine_facts()

@@ -119,7 +119,7 @@ def run(args) -> int:
 
     _check_checkpoint_option(args)
     if args.runtime:            # checked here (one line, exit 2), then read by every engine
-        from engines.runtime.choice import ENV_RUNTIME, requested_runtime
+        from engines.runtime import ENV_RUNTIME, requested_runtime
         requested_runtime(args.runtime, "--runtime")
         os.environ[ENV_RUNTIME] = args.runtime
     if args.device:             # the classic engine ignores it: check it here for all

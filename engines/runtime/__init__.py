@@ -2,7 +2,9 @@
 CPU encoder runtimes (torch fp32 / bf16, OpenVINO fp32 / bf16) chosen per machine."""
 from engines.runtime.alloc import tune_allocator
 from engines.runtime.device import choose_device, encoder_autocast
+from engines.runtime.choice import ENV_RUNTIME, FEATURE_BOUND, requested_runtime
 from engines.runtime.encoders import RUNTIMES, RuntimeUnavailable
+from engines.runtime.machine import machine_facts
 from engines.runtime.slot import EncoderSlot
 
 
@@ -22,5 +24,6 @@ def encoder_runtime(engine) -> str | None:
     return None if slot is None else slot.runtime
 
 
-__all__ = ["RUNTIMES", "EncoderSlot", "RuntimeUnavailable", "choose_device", "encoder_autocast",
-           "encoder_runtime", "encoder_slot_of", "tune_allocator"]
+__all__ = ["ENV_RUNTIME", "FEATURE_BOUND", "RUNTIMES", "EncoderSlot", "RuntimeUnavailable",
+           "choose_device", "encoder_autocast", "encoder_runtime", "encoder_slot_of",
+           "machine_facts", "requested_runtime", "tune_allocator"]
