@@ -147,8 +147,10 @@ def prepare_runtime(engine) -> dict:
     calibrated = slot.needs_calibration
     _, prepare_s = timed(slot.prepare, progress=log)
     record = slot.store.calibration(slot.arch_key, _facts()) or {}
-    log(f"encoder runtime: {slot.runtime} (prepared in {prepare_s:.1f} s"
-        f"{', calibrated now' if calibrated else ', calibration on record'})")
+    how = "calibrated now" if calibrated else \
+        "asked for" if slot.store.calibration(slot.arch_key, _facts()) is None or \
+        record.get("picked") != slot.runtime else "calibration on record"
+    log(f"encoder runtime: {slot.runtime} (prepared in {prepare_s:.1f} s, {how})")
     return {"runtime": slot.runtime, "prepare_s": prepare_s, "calibrated_now": calibrated,
             "calibration": {k: record.get(k) for k in ("seconds", "rel_error", "failed", "when")},
             "runtime_message": slot.message}
