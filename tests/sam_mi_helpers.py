@@ -65,3 +65,11 @@ def write_coco(root: Path, shifts=(0, 6)) -> tuple[Path, Path]:
     data.write_text(json.dumps({"images": images, "annotations": anns,
                                 "categories": [{"id": v, "name": k} for k, v in cats.items()]}))
     return data, images_dir
+
+
+def sam_mi_dataset(tmp_path_factory, name: str):
+    """(root, SAM file, CLIP file, COCO file, images folder) of a tiny sam-mi set-up."""
+    root = tmp_path_factory.mktemp(name)
+    sam, clip = write_models(root / "models")
+    data, images = write_coco(root)
+    return root, sam, clip, data, images

@@ -265,19 +265,25 @@ def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0,
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic",
-                                     description="Generate the synthetic training dataset.")
+def generate_from_cli(argv: list[str] | None, prog: str, description: str, make):
+    """Parse a generator's command line (out, --images, --size, --seed) and run `make(out,
+    images, size, seed)`: (args, path of instances.json, its COCO document)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("out", type=Path, help="output folder (images/ and instances.json)")
     parser.add_argument("--images", type=int, default=200, help="number of images (200)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     args = parser.parse_args(argv)
     try:
-        path = generate(args.out, args.images, args.size, args.seed)
+        path = make(args.out, args.images, args.size, args.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    return args, path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, path, doc = generate_from_cli(argv, "python -m training.synthetic",
+                                        "Generate the synthetic training dataset.", generate)
     thin = sum(1 for a in doc["annotations"] if CATEGORIES[a["category_id"] - 1] in THIN)
     print(f"wrote {len(doc['images'])} images ({args.size}x{args.size}) to "
           f"{args.out / 'images'} and {len(doc['annotations'])} instances ({thin} with thin "

@@ -14,14 +14,13 @@ image i depends only on (seed, i, size).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from training.synthetic import FILLED, SHAPES, Rng, _colour, _texture, generate, visible_objects
+from training.synthetic import (FILLED, SHAPES, Rng, _colour, _texture, generate, generate_from_cli,
+                                visible_objects)
 
 GAIN = 0.08      # per-channel contrast change of an object, +-
 SHIFT = 10.0     # per-channel colour shift of an object, std (of 0..255)
@@ -65,18 +64,8 @@ def generate_camo(out_dir: str | Path, n_images: int, size: int = 256, seed: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic_camo",
-                                     description="Generate the synthetic camouflage dataset.")
-    parser.add_argument("out", type=Path, help="output folder (images/ and instances.json)")
-    parser.add_argument("--images", type=int, default=200, help="number of images (200)")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (256)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    args = parser.parse_args(argv)
-    try:
-        path = generate_camo(args.out, args.images, args.size, args.seed)
-    except ValueError as exc:
-        parser.error(str(exc))
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    args, path, doc = generate_from_cli(argv, "python -m training.synthetic_camo",
+                                        "Generate the synthetic camouflage dataset.", generate_camo)
     print(f"wrote {len(doc['images'])} camouflage images ({args.size}x{args.size}) to "
           f"{args.out / 'images'} and {len(doc['annotations'])} instances to {path}")
     return 0

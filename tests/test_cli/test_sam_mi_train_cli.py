@@ -10,15 +10,12 @@ import torch
 from annotator.cli import main
 from engines.files import read_plugin_metadata
 from engines.sam_mi import tiny_clip
-from sam_mi_helpers import LENIENT, write_coco, write_models
+from sam_mi_helpers import sam_mi_dataset, LENIENT
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sammi-cli")
-    sam, clip = write_models(root / "models")
-    data, images = write_coco(root)
-    return root, sam, clip, data, images
+    return sam_mi_dataset(tmp_path_factory, "sammi-cli")
 
 
 def _train(dataset, out, *extra):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from annotator.cli import main
-from sam_mi_helpers import LENIENT, scene, scene_items, write_coco, write_models
+from sam_mi_helpers import sam_mi_dataset, LENIENT, scene, scene_items
 from training.evaluate_text import evaluate_text
 from training.semantic import IGNORE
 from training.text_metrics import Confusion, mask_ap
@@ -83,10 +83,7 @@ def test_the_evaluator_gives_an_oracle_miou_1_and_ap_1():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sammi-eval")
-    sam, clip = write_models(root / "models")
-    data, images = write_coco(root)
-    return root, sam, clip, data, images
+    return sam_mi_dataset(tmp_path_factory, "sammi-eval")
 
 
 def test_annotator_eval_sam_mi_reports_the_engine_beside_both_baselines(dataset, capsys):

@@ -16,7 +16,6 @@ towards "present" (every training target is a real object).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from engines.files import checkpoint_identity, load_into, load_state_dict
 from engines.hosts import build_sam2_for_state, tiny_sam2
 
 from ..api import AdapterOutput, TrainPrompt, register_adapter
-from .sam_full import SamFullAdapter
+from .sam_full import SamFullAdapter, save_whole_model, scratch_preset
 from .sam_host import Sam2Host
 
 PRESETS = {"tiny": dict(img_size=256)}   # tiny_sam2's widths; Sam2Engine reads them back
@@ -77,22 +76,14 @@ class Sam2FullAdapter(SamFullAdapter):
 
     def export(self, path, **meta: Any) -> Path:
         """The official SAM 2 layout, {"model": state_dict} (+ `<name>.json`, metadata)."""
-        path = Path(path).with_suffix(".pt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        torch.save({"model": self.plugin_state()}, tmp)
-        tmp.replace(path)
-        record = {"engine": "sam2", "backbone": self.identity, **meta}
-        path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        return path
+        return save_whole_model(Path(path).with_suffix(".pt"), {"model": self.plugin_state()},
+                                {"engine": "sam2", "backbone": self.identity, **meta})
 
 
 @register_adapter("sam2")
 def build(backbone: str, **options) -> Sam2FullAdapter:
     if backbone.startswith("scratch:"):
-        preset = backbone.split(":", 1)[1]
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} in {backbone!r}; presets: {', '.join(PRESETS)}")
+        preset = scratch_preset(backbone, PRESETS)
         model = tiny_sam2(seed=int(options.get("init_seed", 0)), **PRESETS[preset])
         return Sam2FullAdapter(model, f"sam2:scratch-{preset}:none")
     state = load_state_dict(backbone, expected="SAM 2.1")

@@ -104,22 +104,32 @@ class SamFullAdapter(HostGeometry, PluginAdapter):
 
     def export(self, path, **meta: Any) -> Path:
         """A plain state dict in the official layout (+ `<name>.json` with the metadata)."""
-        path = Path(path).with_suffix(".pth")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.plugin_state(), tmp)
-        tmp.replace(path)
-        record = {"engine": "sam", "backbone": self.identity, **meta}
-        path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        return path
+        return save_whole_model(Path(path).with_suffix(".pth"), self.plugin_state(),
+                                {"engine": "sam", "backbone": self.identity, **meta})
+
+
+def save_whole_model(path: Path, payload, record: dict) -> Path:
+    """`payload` saved at `path` through a temporary file, `record` beside it as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def scratch_preset(backbone: str, presets: dict) -> str:
+    """The preset a `scratch:NAME` backbone names (ValueError listing the known ones)."""
+    preset = backbone.split(":", 1)[1]
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r} in {backbone!r}; presets: {', '.join(presets)}")
+    return preset
 
 
 @register_adapter("sam")
 def build(backbone: str, **options) -> SamFullAdapter:
     if backbone.startswith("scratch:"):
-        preset = backbone.split(":", 1)[1]
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} in {backbone!r}; presets: {', '.join(PRESETS)}")
+        preset = scratch_preset(backbone, PRESETS)
         config = {**PRESETS[preset], **{k: int(v) for k, v in options.items() if k in PRESETS["tiny"]}}
         return SamFullAdapter(tiny_sam(seed=int(options.get("init_seed", 0)), **config).train(),
                               f"sam:scratch-{preset}:none")
