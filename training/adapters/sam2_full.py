@@ -26,7 +26,7 @@ from engines.files import checkpoint_identity, load_into, load_state_dict
 from engines.hosts import build_sam2_for_state, tiny_sam2
 
 from ..api import AdapterOutput, TrainPrompt, register_adapter
-from .sam_full import SamFullAdapter, save_whole_model, scratch_preset
+from .sam_full import DecoderOutputs, SamFullAdapter, save_whole_model, scratch_preset
 from .sam_host import Sam2Host
 
 PRESETS = {"tiny": dict(img_size=256)}   # tiny_sam2's widths; Sam2Engine reads them back
@@ -50,23 +50,16 @@ class Sam2FullAdapter(SamFullAdapter):
         f = features if "image_embed" in features else self.host.encode(features["image"])
         decoder = self.model.sam_mask_decoder
         pe = self.model.sam_prompt_encoder.get_dense_pe()
-        logits, ious, cands, cand_ious, ambiguous, objects = [], [], [], [], [], []
+        out, objects = DecoderOutputs(), []
         for i, prompt in enumerate(prompts):
             sparse, dense = self.host.encode_prompt(prompt)
             # all four outputs in one pass: [single, multi x3], as MaskDecoder.forward slices
             low4, iou4, _, obj = decoder.predict_masks(
                 f["image_embed"][i:i + 1], pe, sparse, dense, repeat_image=False,
                 high_res_features=[f["high_res_0"][i:i + 1], f["high_res_1"][i:i + 1]])
-            logits.append(low4[:, :1])
-            ious.append(iou4[:, 0])
+            out.add(prompt, low4, iou4)
             objects.append(obj.reshape(1))
-            single_click = prompt.box is None and prompt.points is not None and len(prompt.points) == 1
-            ambiguous.append(single_click)
-            cands.append(low4[:, 1:] if single_click else low4[:, :1].expand(-1, 3, -1, -1))
-            cand_ious.append(iou4[:, 1:] if single_click else iou4[:, :1].expand(-1, 3))
-        return AdapterOutput(torch.cat(logits), torch.cat(ious),
-                             {"candidates": torch.cat(cands), "candidate_iou": torch.cat(cand_ious),
-                              "ambiguous": torch.tensor(ambiguous), "object_logit": torch.cat(objects)})
+        return out.result(object_logit=torch.cat(objects))
 
     def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn, frames=None) -> torch.Tensor:
         masks = super().compute_loss(out, gts, loss_fn, frames)

@@ -58,21 +58,14 @@ class SamFullAdapter(HostGeometry, PluginAdapter):
         embed = features["image_embed"] if "image_embed" in features \
             else self.model.image_encoder(features["image"])
         pe = self.model.prompt_encoder.get_dense_pe()
-        logits, ious, cands, cand_ious, ambiguous = [], [], [], [], []
+        out = DecoderOutputs()
         for i, prompt in enumerate(prompts):
             sparse, dense = self.host.encode_prompt(prompt)
             # one decoder pass gives all four outputs: [single, multi x3] (as
             # MaskDecoder.forward slices them)
             low4, iou4 = self.model.mask_decoder.predict_masks(embed[i:i + 1], pe, sparse, dense)
-            logits.append(low4[:, :1])
-            ious.append(iou4[:, 0])
-            single_click = prompt.box is None and prompt.points is not None and len(prompt.points) == 1
-            ambiguous.append(single_click)
-            cands.append(low4[:, 1:] if single_click else low4[:, :1].expand(-1, 3, -1, -1))
-            cand_ious.append(iou4[:, 1:] if single_click else iou4[:, :1].expand(-1, 3))
-        return AdapterOutput(torch.cat(logits), torch.cat(ious),
-                             {"candidates": torch.cat(cands), "candidate_iou": torch.cat(cand_ious),
-                              "ambiguous": torch.tensor(ambiguous)})
+            out.add(prompt, low4, iou4)
+        return out.result()
 
     def compute_loss(self, out: AdapterOutput, gts: torch.Tensor, loss_fn, frames=None) -> torch.Tensor:
         """Per item: the single-mask loss, or for a single click the best of the three
@@ -106,6 +99,37 @@ class SamFullAdapter(HostGeometry, PluginAdapter):
         """A plain state dict in the official layout (+ `<name>.json` with the metadata)."""
         return save_whole_model(Path(path).with_suffix(".pth"), self.plugin_state(),
                                 {"engine": "sam", "backbone": self.identity, **meta})
+
+
+class DecoderOutputs:
+    """One batch's decoder outputs, prompt by prompt, as an AdapterOutput."""
+
+    def __init__(self):
+        self.logits, self.ious, self.cands, self.cand_ious, self.ambiguous = [], [], [], [], []
+
+    def add(self, prompt: TrainPrompt, low4: torch.Tensor, iou4: torch.Tensor) -> None:
+        self.logits.append(low4[:, :1])
+        self.ious.append(iou4[:, 0])
+        single_click, cand, cand_iou = training_candidates(prompt, low4, iou4)
+        self.ambiguous.append(single_click)
+        self.cands.append(cand)
+        self.cand_ious.append(cand_iou)
+
+    def result(self, **extras: torch.Tensor) -> AdapterOutput:
+        return AdapterOutput(torch.cat(self.logits), torch.cat(self.ious),
+                             {"candidates": torch.cat(self.cands),
+                              "candidate_iou": torch.cat(self.cand_ious),
+                              "ambiguous": torch.tensor(self.ambiguous), **extras})
+
+
+def training_candidates(prompt: TrainPrompt, low4: torch.Tensor, iou4: torch.Tensor):
+    """(single click?, 3 candidate logits, their IoUs) from one pass's four outputs
+    [single, multi x3]: a single click trains its best of the three multimask outputs,
+    any other prompt its single-mask output (repeated, so the shapes match)."""
+    single_click = prompt.box is None and prompt.points is not None and len(prompt.points) == 1
+    if single_click:
+        return True, low4[:, 1:], iou4[:, 1:]
+    return False, low4[:, :1].expand(-1, 3, -1, -1), iou4[:, :1].expand(-1, 3)
 
 
 def save_whole_model(path: Path, payload, record: dict) -> Path:
