@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engines.files import (
@@ -66,6 +65,7 @@ from ..api import (
     TrainPrompt,
     register_adapter,
 )
+from .map_validation import validate_maps
 from ..items import TrainItem, union_items
 
 OUTPUTS = ("coarse", "refined", "mask_pos", "mask_neg")
@@ -168,23 +168,8 @@ class IpSamAdapter(PluginAdapter):
     def validate(self, items: list[TrainItem], features, seed: int = 0) -> dict[str, float]:
         """Validation loss and maxF / MAE / S-measure of the probability map at S x S,
         averaged over images."""
-        from ..sod_metrics import MapScores
-        self.eval()
-        device = self._device()
-        losses, scores = [], MapScores()
-        for item in items:
-            frame = self.frame(item.image_size)
-            gt = torch.from_numpy(item.frame_mask(frame))[None, None].float().to(device)
-            feats = {k: v[None].to(device) for k, v in features(item).items()}
-            out = self(feats, [TrainPrompt(kind="none")])
-            losses.append(float(self.loss_terms(out, gt)[0]))
-            up = F.interpolate(out.logits.float(), (self.side, self.side), mode="bilinear",
-                               align_corners=False)
-            prob = up[0, 0].sigmoid().cpu().numpy().astype(np.float64)
-            truth = gt[0, 0].cpu().numpy() > 0.5
-            scores.add(prob, truth)
-        self.train()
-        return {"loss": float(np.mean(losses)), **scores.summary()}
+        return validate_maps(self, items, features, self._device(), crop=False,
+                             loss_of=lambda out, gt, frame: self.loss_terms(out, gt)[0])
 
     # --- the result ----------------------------------------------------------------------
     def export(self, path, **meta: Any):

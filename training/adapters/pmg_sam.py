@@ -60,6 +60,7 @@ from ..api import (
     TrainPrompt,
     register_adapter,
 )
+from .map_validation import validate_maps
 from ..items import TrainItem, union_items
 from ..losses import dense_bce_dice, iou_mse, soft_iou_loss
 from ..sod_augment import Augment
@@ -160,24 +161,9 @@ class PmgSamAdapter(PluginAdapter):
     def validate(self, items: list[TrainItem], features, seed: int = 0) -> dict[str, float]:
         """Validation loss (the training loss, no augmentation) and maxF / MAE / S-measure
         of the probability map in the input frame (unpadded), averaged over images."""
-        from ..sod_metrics import MapScores
-        self.eval()
-        device = next(self.model.head.parameters()).device
-        losses, scores = [], MapScores()
-        for item in items:
-            frame = self.frame(item.image_size)
-            gt = torch.from_numpy(item.frame_mask(frame))[None, None].float().to(device)
-            feats = {k: v[None].to(device) for k, v in features(item).items()}
-            out = self(feats, [TrainPrompt(kind="none")])
-            losses.append(float(self.loss_terms(out, gt, [frame])["total"]))
-            up = F.interpolate(out.logits.float(), (self.side, self.side), mode="bilinear",
-                               align_corners=False)
-            h, w = frame.input_size
-            prob = up[0, 0, :h, :w].sigmoid().cpu().numpy().astype(np.float64)
-            truth = gt[0, 0, :h, :w].cpu().numpy() > 0.5
-            scores.add(prob, truth)
-        self.train()
-        return {"loss": float(np.mean(losses)), **scores.summary()}
+        return validate_maps(self, items, features, next(self.model.head.parameters()).device,
+                             crop=True,
+                             loss_of=lambda out, gt, frame: self.loss_terms(out, gt, [frame])["total"])
 
     # --- the result ----------------------------------------------------------------------
     def export(self, path, **meta: Any):
