@@ -89,6 +89,11 @@ class PluginAdapter(nn.Module, metaclass=ABCMeta):
     def side(self) -> int:
         """S, the side of the square input the encoder takes."""
 
+    @property
+    def mask_prompt_side(self) -> int:
+        """Side of a mask prompt (SAM: 4x its embedding grid, S / 4 with 16 px patches)."""
+        return self.side // 4
+
     @abstractmethod
     def frame(self, image_size: tuple[int, int]) -> InputFrame:
         """Where an (H, W) image lands in the S x S input."""

@@ -244,7 +244,7 @@ class Trainer:
     def _prompt_options(self, kind: str) -> dict[str, Any]:
         options = dict(self.recipe.get("prompt_options", {}).get(kind, {}))
         if kind == "noisy-mask":
-            options.setdefault("low_res", self.adapter.side // 4)
+            options.setdefault("low_res", self.adapter.mask_prompt_side)
         if kind == "noisy-box" and "noisy_box_scale" in self.recipe:
             options.setdefault("scale", self.recipe["noisy_box_scale"])
         return options

@@ -153,7 +153,8 @@ def tiny_sam_config(state: Mapping) -> dict | None:
         return None
     return {"img_size": config.img_size, "embed_dim": config.embed_dim, "depth": config.depth,
             "num_heads": config.num_heads, "prompt_dim": config.prompt_dim,
-            "decoder_mlp_dim": config.decoder_mlp_dim, "window_size": config.window_size}
+            "decoder_mlp_dim": config.decoder_mlp_dim, "window_size": config.window_size,
+            "patch_size": config.patch_size}
 
 
 def guess_sam_arch(state: Mapping) -> str | None:

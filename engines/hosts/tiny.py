@@ -9,13 +9,13 @@ import torch
 
 def tiny_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads: int = 2,
              prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64,
-             window_size: int = 4):
+             window_size: int = 4, patch_size: int = 16):
     """A `segment_anything.modeling.Sam` with the ViT-B layout shrunk; low-res logits are
-    (img_size/4)^2."""
+    (4 * img_size / patch_size)^2: patch_size 8 gives a finer token and mask grid."""
     from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
                                            TwoWayTransformer)
     torch.manual_seed(seed)
-    patch = 16
+    patch = patch_size
     emb = img_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(

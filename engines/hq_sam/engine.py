@@ -77,12 +77,13 @@ def build_hq_architecture(arch: str):
 
 
 def tiny_hq_sam(img_size: int = 256, embed_dim: int = 64, depth: int = 2, num_heads: int = 2,
-                prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64, window_size: int = 4):
+                prompt_dim: int = 32, seed: int = 0, decoder_mlp_dim: int = 64, window_size: int = 4,
+                patch_size: int = 16):
     """engines.hosts.tiny.tiny_sam's shape with the HQ decoder. Modules are created in the same
     order, so its SAM weights equal `tiny_sam(same arguments)`'s; the HQ parts are extra."""
     torch.manual_seed(seed)
     return build_hq_sam(SamConfig(
-        img_size=img_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=2,
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=2,
         window_size=window_size, global_attn_indexes=(depth - 1,), prompt_dim=prompt_dim,
         mask_in_chans=4, decoder_mlp_dim=decoder_mlp_dim, decoder_heads=2, iou_head_depth=1,
         iou_head_hidden_dim=32))

@@ -153,3 +153,23 @@ def test_whole_sam_from_scratch_exports_a_checkpoint_the_sam_engine_loads(tmp_pa
     state = torch.load(result.plugin, weights_only=True)
     for k, v in trainer.adapter.model.state_dict().items():
         assert torch.equal(state[k], v), k
+
+
+def test_whole_sam_with_8px_patches_trains_on_mask_prompts_and_loads_back(tmp_path):
+    """patch_size=8 doubles the token and mask grid: mask prompts follow the grid (4x the
+    embedding side, not S / 4) and the engine rebuilds the shape from the file."""
+    from engines.hosts.sam import SamEngine
+    from engines.types import Prompt
+    items = disc_items(n_images=2, size=64)
+    cfg = TrainConfig(engine="sam", backbone="scratch:micro", out=str(tmp_path), batch_size=2,
+                      steps=2, num_points=256, progress=False, device="cpu",
+                      prompt_mix={"noisy-mask": 1, "tight-box": 1},
+                      options={"patch_size": "8"})
+    trainer = Trainer(cfg, items=items)
+    assert trainer.adapter.mask_prompt_side == 4 * 128 // 8
+    result = trainer.run()
+    engine = SamEngine.from_checkpoint(result.plugin)
+    assert engine.model.image_encoder.patch_embed.proj.kernel_size == (8, 8)
+    image = items[0].load_image()
+    pred = engine.predict(engine.embed(image), Prompt(box=[10, 10, 40, 40]))
+    assert pred.masks.shape[1:] == image.shape[:2]

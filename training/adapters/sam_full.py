@@ -28,7 +28,7 @@ from .sam_host import HostGeometry, SamHost
 PRESETS = {
     # 256 px input, 16x16 tokens, 64x64 low-res masks: trains on 2 CPU cores in minutes
     "tiny": dict(img_size=256, embed_dim=96, depth=4, num_heads=4, prompt_dim=64,
-                 decoder_mlp_dim=256, window_size=4),
+                 decoder_mlp_dim=256, window_size=4, patch_size=16),
     "micro": dict(img_size=128, embed_dim=32, depth=2, num_heads=2, prompt_dim=32),
 }
 

@@ -21,6 +21,10 @@ class HostGeometry:
     def side(self) -> int:
         return self.host.side
 
+    @property
+    def mask_prompt_side(self) -> int:
+        return getattr(self.host, "mask_prompt_side", self.host.side // 4)
+
     def frame(self, image_size: tuple[int, int]) -> InputFrame:
         return self.host.frame(image_size)
 
@@ -39,6 +43,10 @@ class SamHost:
     @property
     def side(self) -> int:
         return int(self.sam.image_encoder.img_size)
+
+    @property
+    def mask_prompt_side(self) -> int:
+        return 4 * int(self.sam.prompt_encoder.image_embedding_size[0])
 
     def frame(self, image_size: tuple[int, int]) -> InputFrame:
         h, w = self.transform.get_preprocess_shape(image_size[0], image_size[1], self.side)

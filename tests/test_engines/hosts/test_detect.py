@@ -50,9 +50,10 @@ def test_official_width_other_depth_is_tiny_for_builders_but_named_by_width():
     assert describe(state) == "SAM (vit_b)"
 
 
-def test_tiny_sam_round_trips_its_config():
+@pytest.mark.parametrize("patch_size", [16, 8])
+def test_tiny_sam_round_trips_its_config(patch_size):
     kwargs = dict(img_size=128, embed_dim=32, depth=3, num_heads=2, prompt_dim=32,
-                  decoder_mlp_dim=48, window_size=4)
+                  decoder_mlp_dim=48, window_size=4, patch_size=patch_size)
     state = tiny_sam(**kwargs).state_dict()
     assert tiny_sam_config(state) == kwargs
     found = detect(state)
