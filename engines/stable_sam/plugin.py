@@ -51,7 +51,7 @@ def _rows(n: int, device: torch.device) -> torch.Tensor:
 class StableSAMPlugin(nn.Module):
     """Deformable Sampling Plugin + Dynamic Routing Plugin for one decoder width C."""
 
-    def __init__(self, C: int = 256, s_p: float = 4.0, drp_hidden: int = 32):
+    def __init__(self, C: int = 256, s_p: float = 4.0, drp_hidden: int = 32, drp: bool = True):
         super().__init__()
         from segment_anything.modeling.common import LayerNorm2d
         # DSP offset network (spec §2.2); conv_in's output is the amplitude-updated x*
@@ -65,6 +65,9 @@ class StableSAMPlugin(nn.Module):
         self.s = nn.Parameter(torch.ones(()))
         # s_p travels in the state dict, so a saved plugin rebuilds with its own scale
         self.register_buffer("s_p", torch.tensor(float(s_p)))
+        # 0: the paper's "+DSP" ablation (Table 6): keys are the deformed features alone,
+        # no routing and no scale s. Saved with the plugin, like s_p.
+        self.register_buffer("drp_on", torch.tensor(1.0 if drp else 0.0))
         self.reset_identity()
 
     @torch.no_grad()
@@ -87,7 +90,9 @@ class StableSAMPlugin(nn.Module):
             s_p = float(state["s_p"])
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"not a Stable-SAM plugin state (missing or odd {exc})") from None
-        plugin = cls(C, s_p=s_p, drp_hidden=hidden)
+        state = dict(state)
+        state.setdefault("drp_on", torch.tensor(1.0))      # plugins saved before the flag
+        plugin = cls(C, s_p=s_p, drp_hidden=hidden, drp=bool(state["drp_on"]))
         try:
             plugin.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -95,13 +100,25 @@ class StableSAMPlugin(nn.Module):
         return plugin
 
     # --- DRP ----------------------------------------------------------------------------
+    @property
+    def uses_drp(self) -> bool:
+        return bool(self.drp_on)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """s, the DRP's learnt scale (1 without the DRP)."""
+        return self.s if self.uses_drp else torch.ones((), dtype=self.s.dtype, device=self.s.device)
+
     def routing(self, t_o: torch.Tensor) -> torch.Tensor:
-        """(B, C) output-mask token -> (B, 2) softmax (deformed, regular); alpha = s * this."""
+        """(B, C) output-mask token -> (B, 2) softmax (deformed, regular); alpha = s * this.
+        Without the DRP: (1, 0), the deformed features alone."""
+        if not self.uses_drp:
+            return torch.tensor([1.0, 0.0], dtype=t_o.dtype, device=t_o.device).expand(t_o.shape[0], 2)
         return torch.softmax(self.drp(t_o), dim=-1)
 
     def route(self, t_o: torch.Tensor) -> torch.Tensor:
         """(B, C) output-mask token -> (B, 2) alpha (deformed, regular), summing to s."""
-        return self.routing(t_o) * self.s
+        return self.routing(t_o) * self.scale
 
     # --- DSP ----------------------------------------------------------------------------
     def amplitude(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,9 +195,9 @@ class StableSAMPlugin(nn.Module):
             B, HW, C = x.shape
             sampler = self._sparse_sampler(offsets, B, HW, x.dtype)
             delta = torch.addmm(x.reshape(B * HW, C), sampler, x_star.reshape(B * HW, C), beta=-1)
-            return torch.addcmul(x, delta.view(B, HW, C), r).mul_(self.s), offsets
+            return torch.addcmul(x, delta.view(B, HW, C), r).mul_(self.scale), offsets
         x_def = self.sample(x_star, offsets).to(x.dtype)   # (autocast may change dtypes)
-        return torch.lerp(x, x_def, r) * self.s, offsets
+        return torch.lerp(x, x_def, r) * self.scale, offsets
 
 
 def _fast_path(x_star: torch.Tensor, offsets: torch.Tensor) -> bool:
@@ -224,7 +241,7 @@ class StableSamHook(MixKeysHook):
             raise EngineError(f"Stable-SAM: cannot tell the feature map's shape ({hw}, "
                               f"{keys.shape[1]} tokens)")
         mixed, offsets = self.plugin.mix(keys, routing, hw)
-        self.last_alpha = (routing * self.plugin.s).detach()
+        self.last_alpha = (routing * self.plugin.scale).detach()
         self.last_offsets = offsets.detach()
         return mixed
 

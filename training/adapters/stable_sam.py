@@ -101,12 +101,18 @@ class StableSamAdapter(HostGeometry, PluginAdapter):
 
 @register_adapter(ENGINE)
 def build(backbone: str, arch: str | None = None, s_p: float = 4.0, drp_hidden: int = 32,
-          **options) -> StableSamAdapter:
-    """A fresh (identity-initialised) plugin on the frozen backbone checkpoint."""
+          drp: bool | str = True, **options) -> StableSamAdapter:
+    """A fresh (identity-initialised) plugin on the frozen backbone checkpoint. `drp=false`
+    trains the paper's "+DSP" ablation (no Dynamic Routing Plugin)."""
     if options:
         raise ValueError(f"stable-sam: unknown option(s) {', '.join(sorted(options))}; "
-                         "known: arch, s_p, drp_hidden")
+                         "known: arch, s_p, drp_hidden, drp")
+    if isinstance(drp, str):
+        if drp.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"stable-sam: drp must be true or false, not {drp!r}")
+        drp = drp.lower() in ("true", "1")
     host, backbone_arch = build_host(backbone, arch, device="cpu", needed_by="Stable-SAM")
     decoder = mask_decoder_of(host.model)
-    plugin = StableSAMPlugin(int(decoder.transformer_dim), s_p=float(s_p), drp_hidden=int(drp_hidden))
+    plugin = StableSAMPlugin(int(decoder.transformer_dim), s_p=float(s_p), drp_hidden=int(drp_hidden),
+                             drp=bool(drp))
     return StableSamAdapter(host, backbone_arch, checkpoint_identity(backbone), plugin)

@@ -340,6 +340,21 @@ def test_host_stays_frozen_and_only_the_plugin_trains(tiny_ckpt):
     assert all(torch.equal(v, host_before[k]) for k, v in adapter.model.state_dict().items())
 
 
+def test_adapter_option_drp_false_trains_the_dsp_alone(tiny_ckpt):
+    from training.api import TrainPrompt, build_adapter
+    with pytest.raises(ValueError, match="drp must be true or false"):
+        build_adapter("stable-sam", str(tiny_ckpt), drp="maybe")
+    adapter = build_adapter("stable-sam", str(tiny_ckpt), drp=False)
+    assert adapter.plugin_state()["drp_on"] == 0
+    adapter.train()
+    out = adapter({"image_embed": torch.randn(1, C, 16, 16)},
+                  [TrainPrompt("noisy-box", box=np.array([30., 40., 200., 220.]))])
+    bce_dice(out.logits, (torch.rand(1, 1, 64, 64) > 0.5).float()).backward()
+    grads = {k: p.grad for k, p in adapter.plugin.named_parameters()}
+    assert grads["conv_out.weight"].abs().sum() > 0
+    assert grads["s"] is None and grads["drp.3.weight"] is None     # no routing, no scale
+
+
 def test_overfit_a_noisy_box_on_a_host_that_drifts(tiny_sam_model, tmp_path):
     """A tiny SAM decoder is first taught SAM's failure: tight box -> the object, noisy box
     -> a background band. Frozen, 80 Adam steps on the plugin alone fix the noisy box."""
@@ -378,3 +393,28 @@ def test_overfit_a_noisy_box_on_a_host_that_drifts(tiny_sam_model, tmp_path):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 3, losses
+
+
+# --- the "+DSP" ablation (paper Table 6): no Dynamic Routing Plugin -----------------------
+@pytest.mark.parametrize("grad", [False, True])
+def test_without_drp_the_keys_are_the_deformed_features_alone(grad):
+    plugin = scramble(StableSAMPlugin(C, drp=False))
+    x = torch.randn(2, 64, C)
+    t_o = torch.randn(2, C)
+    routing = plugin.routing(t_o)
+    assert torch.equal(routing, torch.tensor([[1.0, 0.0]] * 2))
+    with torch.set_grad_enabled(grad):
+        mixed, offsets = plugin.mix(x, routing, (8, 8))
+        x_def = plugin.sample(plugin.amplitude(x), offsets)
+    torch.testing.assert_close(mixed, x_def, atol=1e-5, rtol=1e-5)   # s (scrambled) not applied
+    assert not torch.allclose(mixed, x, atol=1e-3)
+    with_drp = copy.deepcopy(plugin)
+    with_drp.drp_on.fill_(1.0)
+    assert not torch.allclose(with_drp.mix(x, with_drp.routing(t_o), (8, 8))[0], mixed, atol=1e-3)
+
+
+def test_the_drp_flag_travels_with_the_plugin_and_old_plugins_keep_it_on():
+    off = StableSAMPlugin.from_state(StableSAMPlugin(C, drp=False).state_dict())
+    assert not off.uses_drp
+    old = {k: v for k, v in StableSAMPlugin(C).state_dict().items() if k != "drp_on"}
+    assert StableSAMPlugin.from_state(old).uses_drp
