@@ -149,7 +149,7 @@ def paired_bars(evals: list[tuple[str, dict]], out: str | Path) -> Path:
     diffs.errorbar(x, d, yerr=err, fmt="o", color="#d62728", capsize=4)
     diffs.axhline(0, color="black", linewidth=0.8)
     diffs.set(xticks=x, ylabel="Δ mIoU, plugin − host (points)",
-              title="paired difference, 95% bootstrap CI over objects")
+              title="plugin − host, paired 95% CI")
     diffs.set_xticklabels(names, fontsize=8)
     for ax in (bars, diffs):
         ax.grid(axis="y", alpha=0.3)
@@ -171,6 +171,10 @@ def example_masks(examples: list[dict], out: str | Path, title: str = "") -> Pat
             (f"{name}  IoU {ex['iou'][name]:.1f}", mask, "#1f77b4") for name, mask in ex["masks"].items()]
         for ax, (label, mask, colour) in zip(row, panels):
             _overlay(ax, ex["image"], mask, colour, crop)
+            if label != "truth":   # the truth's outline over each answer, to compare by eye
+                x0, y0, x1, y1 = crop
+                ax.contour(np.asarray(ex["gt"], float)[y0:y1, x0:x1], levels=[0.5],
+                           colors="white", linewidths=0.9)
             _draw_prompt(ax, ex["prompt"], crop)
             ax.set_title(label, fontsize=9)
             ax.set_axis_off()

@@ -126,7 +126,7 @@ def trained(tmp_path_factory):
     from annotator.cli import main
     from training.synthetic import generate
     root = tmp_path_factory.mktemp("plots")
-    data, images = generate(root / "synth", n_images=6, size=96, seed=4), root / "synth" / "images"
+    data, images = generate(root / "synth", n_images=3, size=64, seed=4), root / "synth" / "images"
     base = ["--data", str(data), "--images", str(images), "--steps", "1", "--batch-size", "2",
             "--points", "256"]
     assert main(["train", "sam", "--backbone", "scratch:micro", *base, "--out", str(root / "sam")]) == 0
