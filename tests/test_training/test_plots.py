@@ -147,7 +147,7 @@ def _example_args(t, out, *extra):
 
 
 def test_example_masks_show_host_and_plugin_on_the_evals_prompt(trained, tmp_path, monkeypatch):
-    import training.plots as plots
+    from training import plots
     seen, real = {}, plots.example_masks
 
     def spy(examples, out, title=""):
