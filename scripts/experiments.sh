@@ -38,6 +38,11 @@ $A eval hq-sam --backbone "$SAM" --plugin "$HQ" "${DATA[@]}" --protocol tight-bo
     --option hq_token_only=true --no-baseline --json "$EXP/eval-hq-sam-hq-only.json"
 $A eval stable-sam --backbone "$SAM" --plugin "$ST" "${DATA[@]}" \
     --protocol noisy-box,1-point,3-point,tight-box --prompts 20 --json "$EXP/eval-stable-sam.json"
+# figures (docs/evaluation.md): learning curves, host vs plugin with the paired bootstrap
+# intervals, and host vs plugin masks on the same noisy boxes (FIGURES, default docs/figures)
+.venv/bin/python scripts/plot_experiments.py --out "${FIGURES:-docs/figures}" \
+    --curves "$EXP/hq-sam" "$EXP/stable-sam" --evals "$EXP/eval-hq-sam.json" "$EXP/eval-stable-sam.json" \
+    --examples "$EXP/eval-stable-sam.json" --backbone "$SAM" --plugin "$ST" "${DATA[@]}" --protocol noisy-box
 
 # ---- PMG-SAM and IP-SAM (docs/experiments.md, their two sections; about 1.5 hours on 2 cores) ----
 # 5. small PMG-SAM branches pre-trained here on the salient targets of the same data (the

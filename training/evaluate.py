@@ -7,6 +7,8 @@ one prompt), a noisy box at scale 0.4, and 1/3/5/10 random positive points, with
 `n_prompts` random prompts per instance (20 in the papers). Every engine compared in one
 run sees exactly the same prompts (seeded by instance and draw). Metrics: mIoU, boundary
 IoU (dilation 0.02 of the diagonal) and the stability ST over an instance's masks.
+Each object's scores are kept too (`per_object`, in the same order for every engine), so
+that training/paired.py can put a paired bootstrap interval on plugin − host.
 """
 from __future__ import annotations
 
@@ -56,14 +58,17 @@ def to_prompt(train_prompt, multimask: bool) -> Prompt:
 
 def evaluate_engines(engines: dict[str, Engine], items, protocols: list[Protocol],
                      n_prompts: int = 20, seed: int = 0, multimask: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """{engine name: {protocol: {"miou", "mbiou", "st", "n"}}} over `items` (TrainItems in
-    original pixels). `multimask=False` asks for the single-mask output, as the papers'
-    protocols do; with True the engine's best-scored candidate is used."""
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, dict]]:
+    """{engine name: {protocol: {"miou", "mbiou", "st", "n", "per_object"}}} over `items`
+    (TrainItems in original pixels), in % (ST is NaN for a deterministic protocol).
+    "per_object" is one {"object", "miou", "mbiou", "st"} per object (ST None where it is
+    undefined), in the same order for every engine. `multimask=False` asks for the
+    single-mask output, as the papers' protocols do; with True the engine's best-scored
+    candidate is used."""
     by_image: dict[str, list[int]] = {}
     for index, item in enumerate(items):
         by_image.setdefault(item.image_key, []).append(index)
-    sums = {name: {p.name: {"miou": [], "mbiou": [], "st": []} for p in protocols} for name in engines}
+    per = {name: {p.name: [] for p in protocols} for name in engines}
     done = 0
     for indices in by_image.values():
         image = items[indices[0]].load_image()
@@ -71,30 +76,40 @@ def evaluate_engines(engines: dict[str, Engine], items, protocols: list[Protocol
         for index in indices:
             gt = items[index].load_mask()
             for p_index, protocol in enumerate(protocols):
-                draws = 1 if protocol.deterministic else n_prompts
-                prompts = [make_prompt(protocol.kind, gt, np.random.default_rng([seed, index, p_index, r]),
-                                       **dict(protocol.options)) for r in range(draws)]
+                prompts = protocol_prompts(protocol, gt, seed, index, p_index, n_prompts)
                 for name, engine in engines.items():
                     masks = [engine.predict(embeddings[name], to_prompt(tp, multimask)).masks[0]
                              for tp in prompts]
-                    acc = sums[name][protocol.name]
-                    acc["miou"].append(np.mean([mask_iou(m, gt) for m in masks]))
-                    acc["mbiou"].append(np.mean([boundary_iou(m, gt) for m in masks]))
-                    if draws > 1:
-                        acc["st"].append(stability(np.stack(masks)))
+                    per[name][protocol.name].append({
+                        "object": items[index].name or str(index),
+                        "miou": 100 * float(np.mean([mask_iou(m, gt) for m in masks])),
+                        "mbiou": 100 * float(np.mean([boundary_iou(m, gt) for m in masks])),
+                        "st": 100 * float(stability(np.stack(masks))) if len(masks) > 1 else None})
             done += 1
             if progress:
                 progress(done, len(items))
-    return {name: {proto: {"miou": _mean(acc["miou"]), "mbiou": _mean(acc["mbiou"]),
-                           "st": _mean(acc["st"]), "n": len(acc["miou"])}
-                   for proto, acc in per.items()} for name, per in sums.items()}
+    return {name: {proto: _summary(rows) for proto, rows in by_proto.items()}
+            for name, by_proto in per.items()}
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) * 100 if values else float("nan")
+def protocol_prompts(protocol: Protocol, gt: np.ndarray, seed: int, index: int, p_index: int,
+                     n_prompts: int) -> list:
+    """The training prompts object `index` gets under the `p_index`-th protocol of a run:
+    the same for every engine, and for training/plots.py's example figures."""
+    draws = 1 if protocol.deterministic else n_prompts
+    return [make_prompt(protocol.kind, gt, np.random.default_rng([seed, index, p_index, r]),
+                        **dict(protocol.options)) for r in range(draws)]
 
 
-def format_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+def _summary(rows: list[dict]) -> dict:
+    def mean(key: str) -> float:
+        values = [r[key] for r in rows if r[key] is not None]
+        return float(np.mean(values)) if values else float("nan")
+    return {"miou": mean("miou"), "mbiou": mean("mbiou"), "st": mean("st"), "n": len(rows),
+            "per_object": rows}
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
     """Markdown: one row per protocol, mIoU / mBIoU / ST per engine side by side (in %)."""
     names = list(results)
     protocols = list(next(iter(results.values()))) if results else []

@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser(
         "eval", help="score an engine with the papers' prompt protocols",
         description="mIoU, boundary IoU and stability (ST) of ENGINE and of its plain host "
-                    "under random prompt protocols, on a COCO instances file.")
+                    "under random prompt protocols, on a COCO instances file, and the "
+                    "paired bootstrap interval of ENGINE - host over objects.")
     ev.add_argument("engine", metavar="ENGINE")
     _data_args(ev)
     ev.add_argument("--backbone", required=True, metavar="CKPT")
@@ -76,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--multimask", action="store_true",
                     help="use the best of the multimask candidates instead of the single mask")
     ev.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    ev.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                    help="resamples of the paired bootstrap of plugin - host over objects "
+                         "(training/paired.py; seeded by --seed)")
     ev.add_argument("--device", default=None)
     ev.add_argument("--exact", action="store_true", help="reference torch upsampling")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -180,18 +184,43 @@ def _cmd_eval(args) -> int:
     if manifest.get(args.engine) is not None and manifest.get(args.engine).tasks == {"auto"}:
         from annotator.commands.eval_auto import eval_auto
         return eval_auto(args, items, options)
-    engines = _build_engines(args, options)
+    if args.bootstrap < 1:
+        print(f"annotator eval: error: --bootstrap {args.bootstrap}: needs at least 1 resample",
+              file=sys.stderr)
+        return 2
+    engines = build_engines(args, options)
     print(f"evaluating {', '.join(engines)} on {len(items)} instances, "
           f"{args.prompts} prompts each", file=sys.stderr)
     results = evaluate_engines(engines, items, protocols, n_prompts=args.prompts, seed=args.seed,
-                               multimask=args.multimask)
+                               multimask=args.multimask, progress=_progress_line())
     print(format_table(results))
+    if len(engines) == 2:   # the plugin engine and its plain host, on the same prompts
+        from training.paired import add_paired, format_paired
+        plugin, host = engines
+        add_paired(results, plugin, host, resamples=args.bootstrap, seed=args.seed)
+        print(f"\n{plugin} - {host}, paired bootstrap over objects ({args.bootstrap} resamples):")
+        print(format_paired(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
-def _build_engines(args, options: dict) -> dict:
+def _progress_line(every_s: float = 2.0):
+    """A `[done/total]` line on stderr at most every `every_s` seconds, and at the end."""
+    import time
+    last = [float("-inf")]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_s:
+            last[0] = now
+            print(f"[{done}/{total}] objects", file=sys.stderr, flush=True)
+    return report
+
+
+def build_engines(args, options: dict) -> dict:
+    """{name: engine} for `annotator eval` (and scripts/plot_experiments.py): args.engine
+    with args.plugin on args.backbone, then its plain host unless args.no_baseline."""
     import inspect
 
     from annotator.core.errors import InputError

@@ -54,13 +54,32 @@ def test_plugin_trained_on_tiny_sam_evaluates_beside_its_host(dataset, tiny_back
                  "--data", str(data), "--images", str(images), "--protocol",
                  "tight-box,1-point", "--prompts", "2", "--split", "all",
                  "--json", str(result)]) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "hq-sam mIoU" in table and "sam mIoU" in table
     scores = json.loads(result.read_text())
     assert set(scores) == {"hq-sam", "sam"}
+    n = scores["sam"]["1-point"]["n"]
+    assert n > 0 and f"[{n}/{n}] objects" in captured.err       # the progress line
     for per_engine in scores.values():
         assert 0 <= per_engine["tight-box"]["miou"] <= 100
-        assert per_engine["1-point"]["n"] > 0
+        for proto, r in per_engine.items():
+            rows = r["per_object"]
+            assert len(rows) == r["n"] == n
+            assert r["miou"] == pytest.approx(sum(o["miou"] for o in rows) / n)
+            assert all((o["st"] is None) == (proto == "tight-box") for o in rows)
+    objects = [[o["object"] for o in scores[e]["1-point"]["per_object"]] for e in scores]
+    assert objects[0] == objects[1] and len(set(objects[0])) == n     # aligned, one per object
+    for proto in ("tight-box", "1-point"):
+        paired = scores["hq-sam"][proto]["paired"]
+        assert paired["host"] == "sam" and paired["n"] == n
+        assert paired["diff"] == pytest.approx(scores["hq-sam"][proto]["miou"]
+                                               - scores["sam"][proto]["miou"])
+        assert paired["lo"] <= paired["diff"] <= paired["hi"]
+        assert f"| {proto} | sam " in table
+    assert "st" in scores["hq-sam"]["1-point"]["paired"]
+    assert "paired" not in scores["sam"]["tight-box"]
+    assert "Δ mIoU [95% CI]" in table
 
 
 def test_bad_inputs_are_named(dataset, tiny_backbone, tmp_path, capsys):
@@ -75,6 +94,9 @@ def test_bad_inputs_are_named(dataset, tiny_backbone, tmp_path, capsys):
     assert main(["eval", "sam", "--backbone", str(tiny_backbone), "--data", str(data),
                  "--images", str(images), "--protocol", "wobbly-box"]) == 2
     assert "wobbly-box" in capsys.readouterr().err
+    assert main(["eval", "sam", "--backbone", str(tiny_backbone), "--data", str(data),
+                 "--images", str(images), "--bootstrap", "0"]) == 2
+    assert "--bootstrap 0" in capsys.readouterr().err
 
 
 def test_eval_refuses_an_option_the_engine_does_not_take(dataset, tiny_backbone, capsys):
