@@ -105,7 +105,9 @@ ENGINES: tuple[EngineInfo, ...] = (
                "SAM-MI: typed class names become instances, from a local CLIP file beside the SAM "
                "checkpoint; training-free (CLIP similarity -> sparse points -> SAM -> SMAgg) until a "
                "trained plugin (TSPP, DMI, CAT-Seg aggregator) is given", checkpoints_of="sam",
-               catalogued=True, train="plugin", adapter="training.adapters.sam_mi"),
+               # its plugin records the CLIP file and the SAM / SAM 2 host it was trained
+               # with; the router pairs it with that host (else training-free on sam's)
+               plugin_hosts=("sam", "sam2"), catalogued=True, train="plugin", adapter="training.adapters.sam_mi"),
 )
 
 # The routing policy (engines/router.py): first installed engine of the chain wins.
