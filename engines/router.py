@@ -222,7 +222,11 @@ class Router:
         its own it was trained on (`backbone_checkpoint`: sam-mi's CLIP file, looked for
         beside the host) and the host (`sam_host`: that host's backbone key), newest
         plugin first; else None and why each plugin found was not usable."""
-        from engines.files.plugin_index import find_plugins, read_installed, unreadable_plugins
+        from engines.files.plugin_index import (
+            find_plugins,
+            read_installed,
+            unreadable_plugins,
+        )
         from engines.files.plugin_meta import read_plugin_metadata
         from engines.sam_mi.engine import find_clip
         from engines.types import CheckpointError

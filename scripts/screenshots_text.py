@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from screenshots import WINDOW_SIZE, settle, start_xvfb, wait_for  # noqa: E402
+from screenshots import WINDOW_SIZE, settle, start_xvfb, wait_for
 
 PHOTO = ROOT / "resources" / "samples" / "coffee.png"
 CLASSES = "cup, spoon"      # short enough for the toolbar's text box
@@ -71,7 +71,7 @@ def tiny_factory(models: Path):
 
     from annotator.core.session import EngineSession
     from engines.files import EmbeddingCache
-    from engines.hosts.tiny import tiny_sam
+    from engines.hosts import tiny_sam
     from engines.router import Router
     from engines.sam_mi import tiny_clip
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
+from gui_helpers import WAIT_MS
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
+from test_training_job import FAKE_TRAINER
 
 from annotator.ui.train_dialog import TrainDialog
-from gui_helpers import WAIT_MS
-from test_training_job import FAKE_TRAINER
 
 
 def _inputs(tmp_path):

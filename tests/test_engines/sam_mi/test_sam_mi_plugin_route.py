@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 import torch
+from sam_mi_helpers import write_coco
 
 from annotator.cli import main
 from engines.files import catalogue, checkpoint_identity, find_plugins, plugins_dir
 from engines.hosts.tiny import tiny_sam
 from engines.router import Router
 from engines.sam_mi import save_sam_mi_plugin, tiny_clip, tiny_sam_mi
-from sam_mi_helpers import write_coco
 
 
 @pytest.fixture
