@@ -25,6 +25,19 @@ AUTO_PRESETS: dict[str, str] = {
 # SAM 2 with a null prompt, or one click at the truth's centroid.
 EVAL_PROTOCOLS = ("map", "top-score", "oracle", "null", "centroid-point")
 EVAL_METRICS = ("dis", "cod", "cos")   # DIS's six, IP-SAM's COD/polyp six, COCO AP of instances
+OPTION_KINDS = ("file", "choice")      # what a training option's value is (the Train dialog's widget)
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """One `annotator train ENGINE --option NAME=VALUE` the Train dialog offers."""
+    name: str                       # the option's key
+    kind: str                       # one of OPTION_KINDS
+    label: str                      # the dialog's row label
+    help: str                       # its tooltip: what it does, what an empty value means
+    default: str = ""               # "choice": the one first chosen; "file": "" (the adapter's default)
+    choices: tuple[str, ...] = ()   # "choice": the values offered
+    catalogue_arch: str | None = None   # "file": prefilled with the engine's catalogue file of this arch, if installed
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,8 @@ class EngineInfo:
     # its adapter can train the heads alone (`--option heads_only=true`: no LoRA, the frozen
     # encoder's features cached); the Train dialog offers it as a checkbox
     heads_only: bool = False
+    # the training options the Train dialog offers as widgets (`--option NAME=VALUE`)
+    options: tuple[EngineOption, ...] = ()
 
     @property
     def trainable_plugin(self) -> bool:
@@ -105,7 +120,19 @@ ENGINES: tuple[EngineInfo, ...] = (
                "SAM-MI: typed class names become instances, from a local CLIP file beside the SAM "
                "checkpoint; training-free (CLIP similarity -> sparse points -> SAM -> SMAgg) until a "
                "trained plugin (TSPP, DMI, CAT-Seg aggregator) is given", checkpoints_of="sam",
-               catalogued=True, train="plugin", adapter="training.adapters.sam_mi"),
+               # its plugin records the CLIP file and the SAM / SAM 2 host it was trained
+               # with; the router pairs it with that host (else training-free on sam's)
+               plugin_hosts=("sam", "sam2"), catalogued=True, train="plugin", adapter="training.adapters.sam_mi",
+               options=(
+                   EngineOption("clip", "file", "CLIP file:",
+                                "The CLIP checkpoint SAM-MI's features come from; the plugin only "
+                                "works with this very file. Empty: the one beside the SAM "
+                                "checkpoint (ViT-B-16.pt).", catalogue_arch="clip_vit_b16"),
+                   EngineOption("stage", "choice", "Stage:",
+                                "1: the TSPP point prompter alone, on cached CLIP features (fast; "
+                                "SAM is not run). 2: the whole model with SAM frozen and run on "
+                                "the sampled points, CLIP's attention at a low learning rate.",
+                                default="1", choices=("1", "2")))),
 )
 
 # The routing policy (engines/router.py): first installed engine of the chain wins.
@@ -215,6 +242,15 @@ def _check(rows: Iterable[EngineInfo]) -> None:
             if engine not in _BY_NAME or protocol not in EVAL_PROTOCOLS or "auto" not in info.tasks:
                 raise ValueError(f"engine {info.name!r}: eval baseline {entry!r} is not "
                                  f"ENGINE:PROTOCOL (protocols: {', '.join(EVAL_PROTOCOLS)}) of an auto engine")
+        names_seen = [o.name for o in info.options]
+        for option in info.options:
+            if (option.kind not in OPTION_KINDS or names_seen.count(option.name) > 1
+                    or info.train is None or (option.kind == "choice") != bool(option.choices)
+                    or (option.kind == "choice" and option.default not in option.choices)
+                    or (option.kind != "file" and option.catalogue_arch is not None)):
+                raise ValueError(f"engine {info.name!r}: option {option.name!r} is not a unique "
+                                 f"{' or '.join(OPTION_KINDS)} option of a trainable engine "
+                                 "(a choice lists its values and defaults to one of them)")
         if not set(info.eval_metrics) <= set(EVAL_METRICS):
             raise ValueError(f"engine {info.name!r}: eval metrics are some of {', '.join(EVAL_METRICS)}")
 

@@ -22,12 +22,16 @@ hq-sam without an official HQ checkpoint) are installed when a trained plugin si
 the models folder's plugins/ together with the exact backbone checkpoint it was trained
 on (engines/files/plugin_index.py). An engine whose frozen files are its own catalogue
 entries (`backbone_files`: pmg-sam's Hiera-B+ file and u2net.pth) is installed when all of
-them are in the models folder and a plugin trained on the first is in plugins/. Engines are
-built once and kept.
+them are in the models folder and a plugin trained on the first is in plugins/. An engine
+that runs on another engine's checkpoints and optionally a plugin (sam-mi: a SAM host, the
+CLIP file beside it, a plugin trained on both) runs in its trained mode when plugins/ holds
+a plugin recorded with an installed host and the CLIP file beside that host, else in its
+training-free mode; `Routed.mode` says which and why. Engines are built once and kept.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from engines.files import catalogue
@@ -52,12 +56,14 @@ class Routed:
     checkpoint: Path | None
     skipped: list[str] = field(default_factory=list)   # "name: why it was not used"
     plugin: Path | None = None
+    mode: str | None = None     # optional-plugin engines: "trained plugin X" / "training-free: why"
 
     def explain(self) -> str:
         files = [p.name for p in (self.checkpoint, self.plugin) if p is not None]
         ckpt = f" ({' + '.join(files)})" if files else ""
+        mode = f", {self.mode}" if self.mode else ""
         why = f"; skipped {'; '.join(self.skipped)}" if self.skipped else ""
-        return f"{self.name}{ckpt}{self.runtime_note()}{why}"
+        return f"{self.name}{ckpt}{mode}{self.runtime_note()}{why}"
 
     def runtime_note(self) -> str:
         """', encoder openvino-bf16' when the encoder does not run the fp32 torch modules,
@@ -103,7 +109,8 @@ class Router:
                 skipped.append(f"{name}: {why}")
                 continue
             found = self._locate(name)
-            return Routed(self._build(name, found), name, found.checkpoint, skipped, found.plugin)
+            return Routed(self._build(name, found), name, found.checkpoint, skipped, found.plugin,
+                          self.mode(name))
         head = NOT_INSTALLED_HINT.get(task, f"no engine can answer a {task} prompt")
         raise EngineError(f"{head} ({'; '.join(skipped)})")
 
@@ -176,7 +183,11 @@ class Router:
             return Located()
         if spec.checkpoints_of:        # e.g. sam-amg runs on whatever sam would load
             host = self._locate(spec.checkpoints_of)
-            # a pinned plugin of its own (sam-mi's sits on CLIP, not on the host) rides along
+            if spec.plugin_hosts:      # sam-mi: trained with the host it was trained with
+                pair = self._companion_pair(name, [plugin] if plugin else None)[0]
+                if pair is not None:
+                    return Located(pair[1], None, pair[0])
+            # a pinned plugin no host pairs with rides along (the engine checks its CLIP file)
             return Located(host.checkpoint, host.arch, plugin) if plugin and host.checkpoint else host
         if plugin is None and not spec.plugin_required:
             own = self._catalogued(name)
@@ -188,6 +199,69 @@ class Router:
         if spec.plugin_hosts:
             return self._plugin_pair(name, self.host_backbones(spec.plugin_hosts), plugin)
         return Located()
+
+    def mode(self, name: str) -> str | None:
+        """Which mode an engine with an optional plugin on another engine's checkpoints
+        (sam-mi) runs in and why, without building it: "trained plugin X (...)" or
+        "training-free: no trained plugin for the installed host (...)". None for the
+        other engines, which have one mode."""
+        spec = get_spec(name)
+        if not (spec.checkpoints_of and spec.plugin_hosts):
+            return None
+        found = self._locate(name)
+        host = found.checkpoint.name if found.checkpoint else "none installed"
+        if found.plugin is not None:
+            pinned = ", pinned" if name in self.plugins else ""
+            return f"trained plugin {found.plugin.name} (host {host}{pinned})"
+        _, why = self._companion_pair(name, None)
+        return f"training-free: no trained plugin for the installed host ({host}){why}"
+
+    def _companion_pair(self, name: str, pinned: list[Path] | None
+                        ) -> tuple[tuple[Path, Path] | None, str]:
+        """(plugin, host checkpoint) for an engine whose plugin records both the file of
+        its own it was trained on (`backbone_checkpoint`: sam-mi's CLIP file, looked for
+        beside the host) and the host (`sam_host`: that host's backbone key), newest
+        plugin first; else None and why each plugin found was not usable."""
+        from engines.files.plugin_index import (
+            find_plugins,
+            read_installed,
+            unreadable_plugins,
+        )
+        from engines.files.plugin_meta import read_plugin_metadata
+        from engines.sam_mi.engine import find_clip
+        from engines.types import CheckpointError
+        try:
+            plugins = [read_installed(p) for p in pinned] if pinned else \
+                find_plugins(self.models_dir, name)
+        except CheckpointError as exc:
+            return None, f"; {exc}"
+        hosts = self.host_backbones(get_spec(name).plugin_hosts)
+        why: list[str] = []
+        for plugin in plugins:
+            try:
+                recorded = str(read_plugin_metadata(plugin.path).get("sam_host") or "")
+            except CheckpointError as exc:
+                why.append(str(exc))
+                continue
+            host_id = recorded.split(":")[2].split("+")[0] if recorded.count(":") >= 2 else ""
+            if not host_id:
+                why.append(f"{plugin.path.name} records no host it was trained with")
+                continue
+            host = next((h for h in hosts if _identity(h) == host_id), None)
+            if host is None:
+                installed = ", ".join(h.name for h in hosts) or "none"
+                why.append(f"{plugin.path.name} was trained with another host ({recorded}) than "
+                           f"the installed ones ({installed})")
+                continue
+            own = find_clip(host)
+            if own is None or _identity(own) != plugin.backbone_checkpoint:
+                what = own.name if own is not None else "no file"
+                why.append(f"{plugin.path.name} was trained on another CLIP file than the one "
+                           f"beside {host.name} ({what})")
+                continue
+            return (plugin.path, host), ""
+        why += unreadable_plugins(self.models_dir, name)[:2]
+        return None, "".join(f"; {w}" for w in why[:3])
 
     def _catalogued(self, name: str) -> Located | None:
         try:
@@ -240,9 +314,13 @@ class Router:
         """The installed (or pinned) checkpoint an InstalledPlugin was trained on, if any."""
         from engines.files.plugin_index import usable_plugin
         try:
+            spec = get_spec(plugin.engine)
             candidates = self._backbone_candidates(plugin.engine)
         except EngineError:       # an engine this build does not have
             return None
+        if spec.checkpoints_of and spec.plugin_hosts:     # sam-mi: the host it was trained with
+            pair = self._companion_pair(plugin.engine, [plugin.path])[0]
+            return pair[1] if pair else None
         pair = usable_plugin([plugin], candidates)
         return pair[1] if pair else None
 
@@ -264,3 +342,20 @@ class Router:
                 self._built[key] = factory.from_checkpoint(found.checkpoint, arch=found.arch,
                                                            device=self.device, **extra)
         return self._built[key]
+
+
+
+def _identity(path: Path) -> str | None:
+    """checkpoint_identity of a file, remembered per file version (routing asks often);
+    None for a file that is gone."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return _identity_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _identity_of(path: str, size: int, mtime_ns: int) -> str:
+    from engines.files.identity import checkpoint_identity
+    return checkpoint_identity(path)

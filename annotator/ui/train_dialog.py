@@ -1,6 +1,8 @@
 """File ▸ Train… (Ctrl+Shift+T): fine-tune a plugin engine on this project's accepted
 masks, or on a COCO file, with progress, loss, time left and a log; "heads only" trains
-an engine's heads alone where its adapter can (the manifest's `heads_only`).
+an engine's heads alone where its adapter can (the manifest's `heads_only`), and an
+engine's declared training options (the manifest's `options`: sam-mi's CLIP file and
+stage) are rows of their own (annotator/ui/train_options.py).
 
 The run is `annotator train` in a child process (annotator/core/training_job.py) and a
 QTimer polls its event file, so the GUI thread never waits on it. Exporting the project
@@ -26,6 +28,7 @@ from annotator.core.models import CatalogueError, model_statuses, models_dir
 from annotator.core.training_job import (DONE, STOPPED, TRAINABLE_ENGINES, TrainingJob, clock,
                                          default_run_dir, describe_event,
                                          export_project_for_training, feature_cache_dir)
+from annotator.ui.train_options import EngineOptionsPanel
 from engines import manifest
 
 POLL_MS = 200
@@ -94,6 +97,7 @@ class TrainDialog(QDialog):
         self.heads_only = QCheckBox("heads only (no LoRA, the encoder's features cached)", self)
         self.heads_only.setToolTip(HEADS_ONLY_TIP)
         self.inputs = QWidget(self)
+        self.options = EngineOptionsPanel(self.inputs)
         form = QFormLayout(self.inputs)
         form.addRow("Engine:", self.engine)
         form.addRow("Backbone:", _row(self.backbone, self.browse_backbone))
@@ -108,6 +112,7 @@ class TrainDialog(QDialog):
         form.addRow("Steps:", self.steps)
         form.addRow("Batch size:", self.batch_size)
         form.addRow("Mode:", self.heads_only)
+        form.addRow(self.options)
 
         self.phase, self.numbers, self.times = QLabel(self), QLabel(self), QLabel(self)
         self.bar = QProgressBar(self)
@@ -158,12 +163,14 @@ class TrainDialog(QDialog):
         self.heads_only.setEnabled(offered)
         if not offered:
             self.heads_only.setChecked(False)
+        self.options.show_engine(engine)
 
     @property
     def train_options(self) -> tuple[str, ...]:
-        """The `--option` arguments the chosen modes add to `annotator train`."""
+        """The `--option` arguments the chosen modes and engine options add to `annotator train`."""
         offered = self.engine.currentText() in HEADS_ONLY_ENGINES
-        return HEADS_ONLY_OPTION if offered and self.heads_only.isChecked() else ()
+        heads = HEADS_ONLY_OPTION if offered and self.heads_only.isChecked() else ()
+        return heads + self.options.arguments()
 
     def refresh_backbones(self, pinned: dict[str, str] | None = None) -> None:
         """Installed SAM / SAM 2 checkpoints, the Hiera file of an engine with frozen
@@ -173,6 +180,7 @@ class TrainDialog(QDialog):
             statuses = model_statuses(self.directory, self.entries)
         except CatalogueError:
             statuses = []
+        self.options.refresh(statuses)
         files = [(st.entry.name, str(st.path)) for st in statuses
                  if st.installed and (st.entry.engine in BACKBONE_ENGINES
                                       or (st.entry.engine, st.entry.arch) in OWN_BACKBONES)]
@@ -218,6 +226,9 @@ class TrainDialog(QDialog):
         backbone = self.backbone.currentData()
         if not backbone or not Path(backbone).is_file():
             return "choose the SAM / SAM 2 checkpoint the plugin will sit on (Browse…)"
+        problem = self.options.problem()
+        if problem:
+            return problem
         if self.from_coco.isChecked():
             if not Path(self.coco_path.text()).is_file():
                 return f"no COCO file at {self.coco_path.text()!r}"
