@@ -34,6 +34,10 @@ CHECKPOINT_ENGINES = tuple(info.name for info in manifest.list_engines(choosable
 # engines that are nothing without a plugin: "automatic" names the plugin they load, and
 # their own catalogued files (pmg-sam's Hiera and U²-Net) are no choice of their own
 PLUGIN_ONLY = frozenset(info.name for info in manifest.ENGINES if info.plugin_required)
+# engines whose own catalogued file rides along whichever host or plugin answers (sam-mi's
+# CLIP): used when installed, never what "automatic" names, so a paired plugin still can be
+RIDES_ALONG = frozenset(info.name for info in manifest.ENGINES
+                        if info.checkpoints_of and info.plugin_hosts)
 BROWSE = ("browse", "")                                # the "Other checkpoint file…" item
 Choice = dict[str, dict[str, str]]   # {"checkpoints": {engine: path}, "plugins": {...}}
 PluginLister = Callable[[Path, dict], list]   # (folder, pinned checkpoints) -> [(plugin, backbone)]
@@ -166,7 +170,7 @@ class ModelChoicePanel(QWidget):
         for st in self.statuses:
             if not st.in_use:
                 continue
-            if st.entry.engine in PLUGIN_ONLY:    # frozen files, whichever plugin is chosen
+            if st.entry.engine in PLUGIN_ONLY | RIDES_ALONG:   # frozen files, whichever plugin
                 used.setdefault(st.path, "yes")
             elif st.entry.engine not in self.auto:
                 self.auto[st.entry.engine] = st.entry.name
