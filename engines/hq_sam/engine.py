@@ -139,9 +139,24 @@ def hq_from_sam_state(state: Mapping[str, torch.Tensor], arch_or_builder: str | 
     return model
 
 
-def hq_features(decoder, image_embed: torch.Tensor, interm_0: torch.Tensor) -> torch.Tensor:
-    """The prompt-independent HQ feature map (B, C/8, 4h, 4w), exactly as MaskDecoderHQ.forward."""
+def hq_features(decoder, image_embed: torch.Tensor, interm_0: torch.Tensor,
+                fusion: bool = True) -> torch.Tensor:
+    """The prompt-independent HQ feature map (B, C/8, 4h, 4w), exactly as MaskDecoderHQ.forward.
+    `fusion=False`: zeros, the paper's ablation of the HQ-Output Token without global-local
+    fusion: the HQ token then reads only the decoder's upscaled mask features, through
+    embedding_maskfeature (Table 3's "decoder feature + conv" row, specs/hq_sam.md §5)."""
+    if not fusion:
+        b, c, h, w = image_embed.shape
+        return image_embed.new_zeros(b, decoder.transformer_dim // 8, 4 * h, 4 * w)
     return decoder.embedding_encoder(image_embed) + decoder.compress_vit_feat(interm_0.permute(0, 3, 1, 2))
+
+
+def plugin_fusion(record: Mapping, path) -> bool:
+    """A plugin's `fusion` flag (metadata); plugins saved before the flag fused."""
+    fusion = record.get("fusion", True)
+    if not isinstance(fusion, bool):
+        raise CheckpointError(f"plugin {path}: its metadata's fusion is {fusion!r}, not true or false")
+    return fusion
 
 
 def select_hq_output(masks: torch.Tensor, iou_pred: torch.Tensor, multimask: bool, hq_token_only: bool):
@@ -183,13 +198,15 @@ class HqSamEngine(SamEngine):
 
     def __init__(self, model, *, backbone_key: str, device=None, exact: bool = False,
                  hq_token_only: bool = False, runtime: str | None = None,
-                 encoder_key: str | None = None):
+                 encoder_key: str | None = None, fusion: bool = True):
         """`runtime`: the CPU encoder's runtime, as SamEngine's. `encoder_key`: what names
         the encoder's weights (default `backbone_key`); a plugin changes only the decoder,
-        so one converted encoder serves every plugin on a checkpoint."""
+        so one converted encoder serves every plugin on a checkpoint. `fusion=False`: the
+        ablation without global-local fusion (hq_features), as its plugin was trained."""
         self.encoder_key = encoder_key or backbone_key
         super().__init__(model, backbone_key=backbone_key, device=device, exact=exact, runtime=runtime)
         self.hq_token_only = hq_token_only
+        self.fusion = fusion
 
     def build_encoder_slot(self, runtime: str | None):
         return encoder_slot(HqEncoderOutputs(self.model.image_encoder), self, self.input_side, runtime,
@@ -213,6 +230,7 @@ class HqSamEngine(SamEngine):
             raise CheckpointError(f"checkpoint {path} is not a SAM or HQ-SAM checkpoint: it looks "
                                   f"like {describe_checkpoint(state)}")
         key = encoder_key = f"hq-sam:{arch}:{checkpoint_identity(path)}"
+        fusion = True
         if plugin is None and not has_hq_weights(state):
             raise CheckpointError(
                 f"checkpoint {path} is a plain {describe_checkpoint(state)} checkpoint with no HQ-SAM "
@@ -223,14 +241,15 @@ class HqSamEngine(SamEngine):
             from engines.files.plugins import load_plugin
             if has_hq_weights(state):
                 state = split_hq_checkpoint(state)[0]
-            plugin_state, _ = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
-                                          backbone_checkpoint=checkpoint_identity(path))
+            plugin_state, record = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
+                                               backbone_checkpoint=checkpoint_identity(path))
+            fusion = plugin_fusion(record, plugin)
             state = merge_hq_plugin(state, plugin_state)
             key += f"+{checkpoint_identity(plugin)}"
         model = build_for_state(state, arch, num_heads=num_heads, decoder_heads=decoder_heads)
         load_hq_state(model, state, path, expected=f"HQ-SAM {arch}")
         return cls(model, backbone_key=key, device=device, exact=exact, hq_token_only=hq_token_only,
-                   runtime=runtime, encoder_key=encoder_key)
+                   runtime=runtime, encoder_key=encoder_key, fusion=fusion)
 
     def run_encoder(self, image: np.ndarray):
         """(checked image, resized image, (embedding, [interm_0, ...])), as SamPredictor.set_image."""
@@ -246,7 +265,7 @@ class HqSamEngine(SamEngine):
         image, resized, (embed, interm) = self.run_encoder(image)
         embed, interm_0 = embed.float(), interm[0].float()
         # fp32 outside autocast, as the reference decoder computes it
-        hq = hq_features(self.model.mask_decoder, embed, interm_0)
+        hq = hq_features(self.model.mask_decoder, embed, interm_0, self.fusion)
         return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
                          {"image_embed": embed, "interm_0": interm_0, "hq_features": hq})
 
@@ -259,7 +278,7 @@ class HqSamEngine(SamEngine):
         image_embed = f["image_embed"].to(self.device)
         decoder = self.model.mask_decoder
         hq = f["hq_features"].to(self.device) if "hq_features" in f else \
-            hq_features(decoder, image_embed, f["interm_0"].to(self.device))
+            hq_features(decoder, image_embed, f["interm_0"].to(self.device), self.fusion)
         sparse, dense = self.encode_prompt(emb, prompt)
         # exact: the reference's ops; otherwise the HQ mask's last conv is folded into
         # the prompt's kernel (engines/hq_sam/fast.py: same value, ~2.4 GFLOP less per click)
