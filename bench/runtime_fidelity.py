@@ -4,7 +4,10 @@ crop of a real photo: the features' relative error, the click logits' relative e
 the masks' IoU and differing boundary pixels over seeded single clicks. The bounds the
 product relies on (engines/runtime/choice.FEATURE_BOUND) are checked against these.
 
-    python bench/runtime_fidelity.py [--archs vit_b hiera_t] [--clicks 20] [--no-write]
+    python bench/runtime_fidelity.py [--archs vit_b hiera_t hq:vit_b] [--clicks 20] [--no-write]
+
+`hq:ARCH` is HQ-SAM on that ViT (its graph also returns the early feature; the features
+compared are the embedding, that feature and the HQ feature map made from them).
 
 Each runtime runs in this one process (the fidelity, not the speed, is measured here;
 bench/engine_latency.py times them in fresh processes). Random weights make masks
@@ -36,16 +39,23 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return m != cv2.erode(m, np.ones((3, 3), np.uint8))
 
 
-def measure(arch: str, image: np.ndarray, clicks: list, runtimes) -> list[dict]:
+def build(arch: str):
+    """(random-weight model, engine class, backbone key) for vit_*, hiera_* or hq:vit_*."""
     import torch
+    torch.manual_seed(0)
+    if arch.startswith("hq:"):
+        from engines.hq_sam import HqSamEngine, build_hq_architecture
+        return build_hq_architecture(arch[3:]), HqSamEngine, f"hq-sam:{arch[3:]}:random-seed0"
     from engines.hosts import Sam2Engine, SamEngine, build_sam2_architecture, build_sam_architecture
+    if arch.startswith("hiera"):
+        return build_sam2_architecture(arch), Sam2Engine, f"sam2:{arch}:random-seed0"
+    return build_sam_architecture(arch), SamEngine, f"sam:{arch}:random-seed0"
+
+
+def measure(arch: str, image: np.ndarray, clicks: list, runtimes) -> list[dict]:
     from engines.runtime import encoders
     from engines.types import Prompt
-    sam2 = arch.startswith("hiera")
-    torch.manual_seed(0)
-    model = build_sam2_architecture(arch) if sam2 else build_sam_architecture(arch)
-    cls = Sam2Engine if sam2 else SamEngine
-    key = f"{'sam2' if sam2 else 'sam'}:{arch}:random-seed0"
+    model, cls, key = build(arch)
 
     def answers(engine):
         emb = engine.embed(image)
@@ -107,7 +117,8 @@ def table(rows: list[dict], image_desc: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--archs", nargs="+", default=["vit_b", "hiera_t"])
+    p.add_argument("--archs", nargs="+", default=["vit_b", "hiera_t"],
+                   help="vit_b/l/h, hiera_t/s/b+/l, or hq:vit_b (HQ-SAM; hq:vit_tiny too)")
     p.add_argument("--clicks", type=int, default=20)
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
     p.add_argument("--no-write", action="store_true")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("checkpoint", metavar="NAME_OR_PATH",
-                     help="a SAM / SAM 2.1 checkpoint file, or a catalogue name that is installed")
+                     help="a SAM / SAM 2.1 / HQ-SAM checkpoint file, or a catalogue name that is "
+                          "installed")
 
 
 def run(args: argparse.Namespace) -> int:
     from engines.files import catalogue
-    from engines.hosts import build_host
     from engines.runtime import encoder_slot_of
     from engines.types import EngineError
     path = Path(args.checkpoint)
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         path = catalogue.model_path(entry, directory)
     try:
-        host, arch = build_host(path, device="cpu", needed_by="calibration")
+        host, arch = _encoder_engine(path)
     except EngineError as exc:
         print(f"annotator models calibrate: error: {exc}", file=sys.stderr)
         return 2
@@ -56,6 +56,20 @@ def run(args: argparse.Namespace) -> int:
     if slot.message:
         print(f"note: {slot.message}", file=sys.stderr)
     return 0
+
+
+def _encoder_engine(path: Path):
+    """(engine, its backbone arch) whose encoder graph the file feeds: HQ-SAM's for an
+    official sam_hq_* file (its graph also returns the early ViT feature, so it has its
+    own conversion and calibration), else the plain SAM / SAM 2 host's."""
+    from engines.files.checkpoints import peek_state_dict
+    from engines.hosts import build_host
+    from engines.hq_sam import has_hq_weights
+    if has_hq_weights(peek_state_dict(path, expected="SAM, SAM 2.1 or HQ-SAM")):
+        from engines.hq_sam import HqSamEngine
+        engine = HqSamEngine.from_checkpoint(path, device="cpu")
+        return engine, engine.checkpoint_key.rpartition(":")[0]
+    return build_host(path, device="cpu", needed_by="calibration")
 
 
 def _facts():

@@ -23,12 +23,17 @@ class Sam2FeatureMaps(nn.Module):
         return tuple(maps[name] for name in self.NAMES)
 
 
-def encoder_slot(module: nn.Module, engine, side: int, runtime: str | None) -> EncoderSlot | None:
+def encoder_slot(module: nn.Module, engine, side: int, runtime: str | None,
+                 checkpoint_key: str | None = None) -> EncoderSlot | None:
+    """`module`'s outputs are named by its NAMES (default: the one image embedding);
+    `checkpoint_key`: what names the encoder's weights (default the engine's)."""
     if engine.device.type != "cpu":
         return None
-    family_arch = engine.checkpoint_key.rpartition(":")[0]          # "sam:vit_b", "sam2:tiny"
+    checkpoint_key = checkpoint_key or engine.checkpoint_key
+    family_arch = checkpoint_key.rpartition(":")[0]          # "sam:vit_b", "sam2:tiny"
     # tiny architectures share a name: their size tells them apart
     params = sum(p.numel() for p in module.parameters())
     return EncoderSlot(module, (1, 3, side, side), arch_key=f"{family_arch}@{side}:{params}",
-                       model_key=f"{engine.checkpoint_key}@{side}|{'exact' if engine.exact else 'fast'}",
-                       runtime=runtime, exact=engine.exact)
+                       model_key=f"{checkpoint_key}@{side}|{'exact' if engine.exact else 'fast'}",
+                       outputs=getattr(module, "NAMES", ("image_embed",)), runtime=runtime,
+                       exact=engine.exact)

@@ -75,9 +75,12 @@ class SamEngine:
             disable_decoder_reuse(self.model.mask_decoder.transformer)
             enable_fast_decoder(self.model.mask_decoder)
             enable_fast_attention(self.model.image_encoder)
-        side = int(model.image_encoder.img_size)
-        self.encoder = encoder_slot(self.model.image_encoder, self, side, runtime) \
-            if self.runtime_capable else None
+        self.encoder = self.build_encoder_slot(runtime) if self.runtime_capable else None
+
+    def build_encoder_slot(self, runtime: str | None):
+        """The image encoder behind a runtime slot (None off the CPU); subclasses whose
+        encoder returns more than the embedding wrap it here."""
+        return encoder_slot(self.model.image_encoder, self, self.input_side, runtime)
 
     @property
     def backbone_key(self) -> str:

@@ -19,13 +19,17 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from engines.files.checkpoints import checkpoint_identity, describe_checkpoint, load_into, load_state_dict
 from engines.hq_sam.weights import (freeze_all_but_hq, has_hq_weights, hq_part_of, merge_hq_plugin,
                                     split_hq_checkpoint)
 from engines.hq_sam.fast import predict_masks_folded
 from engines.hosts.detect import SamConfig, detect, is_sam2_state, sam_config_from_state
+from engines.hosts.geometry import sam_preprocess
+from engines.hosts.runtime_slot import encoder_slot
 from engines.hosts.sam import SamEngine
+from engines.prompts import check_image
 from engines.types import CheckpointError, Embedding, EngineError
 
 HQ_ARCHS = ("vit_b", "vit_l", "vit_h", "vit_tiny")
@@ -135,9 +139,24 @@ def hq_from_sam_state(state: Mapping[str, torch.Tensor], arch_or_builder: str | 
     return model
 
 
-def hq_features(decoder, image_embed: torch.Tensor, interm_0: torch.Tensor) -> torch.Tensor:
-    """The prompt-independent HQ feature map (B, C/8, 4h, 4w), exactly as MaskDecoderHQ.forward."""
+def hq_features(decoder, image_embed: torch.Tensor, interm_0: torch.Tensor,
+                fusion: bool = True) -> torch.Tensor:
+    """The prompt-independent HQ feature map (B, C/8, 4h, 4w), exactly as MaskDecoderHQ.forward.
+    `fusion=False`: zeros, the paper's ablation of the HQ-Output Token without global-local
+    fusion: the HQ token then reads only the decoder's upscaled mask features, through
+    embedding_maskfeature (Table 3's "decoder feature + conv" row, specs/hq_sam.md §5)."""
+    if not fusion:
+        b, c, h, w = image_embed.shape
+        return image_embed.new_zeros(b, decoder.transformer_dim // 8, 4 * h, 4 * w)
     return decoder.embedding_encoder(image_embed) + decoder.compress_vit_feat(interm_0.permute(0, 3, 1, 2))
+
+
+def plugin_fusion(record: Mapping, path) -> bool:
+    """A plugin's `fusion` flag (metadata); plugins saved before the flag fused."""
+    fusion = record.get("fusion", True)
+    if not isinstance(fusion, bool):
+        raise CheckpointError(f"plugin {path}: its metadata's fusion is {fusion!r}, not true or false")
+    return fusion
 
 
 def select_hq_output(masks: torch.Tensor, iou_pred: torch.Tensor, multimask: bool, hq_token_only: bool):
@@ -156,33 +175,62 @@ def select_hq_output(masks: torch.Tensor, iou_pred: torch.Tensor, multimask: boo
     return (masks_hq if hq_token_only else masks_sam + masks_hq), iou_pred
 
 
+class HqEncoderOutputs(nn.Module):
+    """HQ-SAM's image encoder as one module with tensor outputs, for the CPU runtimes
+    (engines/runtime): the embedding and the first global-attention block's feature, the
+    only early feature MaskDecoderHQ reads (`interm_embeddings[0]`)."""
+    NAMES = ("image_embed", "interm_0")
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embed, interm = self.encoder(x)
+        return embed, interm[0]
+
+
 class HqSamEngine(SamEngine):
     """SamEngine's prompt encoding and upsampling; HQ-SAM's encoder outputs and decoder.
     Always one mask out (the official multimask behaviour: SAM's best of 3 + M_hq)."""
     name = "hq-sam"
-    runtime_capable = False   # its encoder also returns the early ViT features (a list)
+    runtime_capable = True   # through HqEncoderOutputs: one tensor in, two named out
 
     def __init__(self, model, *, backbone_key: str, device=None, exact: bool = False,
-                 hq_token_only: bool = False):
-        super().__init__(model, backbone_key=backbone_key, device=device, exact=exact)
+                 hq_token_only: bool = False, runtime: str | None = None,
+                 encoder_key: str | None = None, fusion: bool = True):
+        """`runtime`: the CPU encoder's runtime, as SamEngine's. `encoder_key`: what names
+        the encoder's weights (default `backbone_key`); a plugin changes only the decoder,
+        so one converted encoder serves every plugin on a checkpoint. `fusion=False`: the
+        ablation without global-local fusion (hq_features), as its plugin was trained."""
+        self.encoder_key = encoder_key or backbone_key
+        super().__init__(model, backbone_key=backbone_key, device=device, exact=exact, runtime=runtime)
         self.hq_token_only = hq_token_only
+        self.fusion = fusion
+
+    def build_encoder_slot(self, runtime: str | None):
+        return encoder_slot(HqEncoderOutputs(self.model.image_encoder), self, self.input_side, runtime,
+                            checkpoint_key=self.encoder_key)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None, device=None, exact: bool = False,
                         plugin: str | Path | None = None, hq_token_only: bool = False,
-                        num_heads: int | None = None, decoder_heads: int | None = None):
+                        num_heads: int | None = None, decoder_heads: int | None = None,
+                        runtime: str | None = None):
         """`num_heads` / `decoder_heads`: for ViT SAMs whose head counts are not the
-        defaults (see sam_config_from_state); a SAM 2 file builds HQ-SAM 2 (engines/hq_sam/sam2.py)."""
+        defaults (see sam_config_from_state); a SAM 2 file builds HQ-SAM 2 (engines/hq_sam/sam2.py).
+        `runtime`: the CPU encoder's runtime (SamEngine's)."""
         state = load_state_dict(path, expected=f"HQ-SAM {arch or '(or SAM + plugin)'}")
         if is_sam2_state(state):
             from engines.hq_sam.sam2 import HqSam2Engine
             return HqSam2Engine.from_state(state, path, arch=arch, device=device, exact=exact,
-                                           plugin=plugin, hq_token_only=hq_token_only)
+                                           plugin=plugin, hq_token_only=hq_token_only, runtime=runtime)
         arch = arch or guess_hq_arch(state)
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM or HQ-SAM checkpoint: it looks "
                                   f"like {describe_checkpoint(state)}")
-        key = f"hq-sam:{arch}:{checkpoint_identity(path)}"
+        key = encoder_key = f"hq-sam:{arch}:{checkpoint_identity(path)}"
+        fusion = True
         if plugin is None and not has_hq_weights(state):
             raise CheckpointError(
                 f"checkpoint {path} is a plain {describe_checkpoint(state)} checkpoint with no HQ-SAM "
@@ -193,20 +241,31 @@ class HqSamEngine(SamEngine):
             from engines.files.plugins import load_plugin
             if has_hq_weights(state):
                 state = split_hq_checkpoint(state)[0]
-            plugin_state, _ = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
-                                          backbone_checkpoint=checkpoint_identity(path))
+            plugin_state, record = load_plugin(plugin, engine="hq-sam", backbone_arch=f"sam:{arch}",
+                                               backbone_checkpoint=checkpoint_identity(path))
+            fusion = plugin_fusion(record, plugin)
             state = merge_hq_plugin(state, plugin_state)
             key += f"+{checkpoint_identity(plugin)}"
         model = build_for_state(state, arch, num_heads=num_heads, decoder_heads=decoder_heads)
         load_hq_state(model, state, path, expected=f"HQ-SAM {arch}")
-        return cls(model, backbone_key=key, device=device, exact=exact, hq_token_only=hq_token_only)
+        return cls(model, backbone_key=key, device=device, exact=exact, hq_token_only=hq_token_only,
+                   runtime=runtime, encoder_key=encoder_key, fusion=fusion)
+
+    def run_encoder(self, image: np.ndarray):
+        """(checked image, resized image, (embedding, [interm_0, ...])), as SamPredictor.set_image."""
+        if self.encoder is None:
+            return super().run_encoder(image)
+        image = check_image(image)
+        resized, x = sam_preprocess(self.model, self.transform, image, self.device)
+        out = self.encoder.named(x)
+        return image, resized, (out["image_embed"], [out["interm_0"]])
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedding:
         image, resized, (embed, interm) = self.run_encoder(image)
         embed, interm_0 = embed.float(), interm[0].float()
         # fp32 outside autocast, as the reference decoder computes it
-        hq = hq_features(self.model.mask_decoder, embed, interm_0)
+        hq = hq_features(self.model.mask_decoder, embed, interm_0, self.fusion)
         return Embedding(self.backbone_key, tuple(image.shape[:2]), tuple(resized.shape[:2]),
                          {"image_embed": embed, "interm_0": interm_0, "hq_features": hq})
 
@@ -219,7 +278,7 @@ class HqSamEngine(SamEngine):
         image_embed = f["image_embed"].to(self.device)
         decoder = self.model.mask_decoder
         hq = f["hq_features"].to(self.device) if "hq_features" in f else \
-            hq_features(decoder, image_embed, f["interm_0"].to(self.device))
+            hq_features(decoder, image_embed, f["interm_0"].to(self.device), self.fusion)
         sparse, dense = self.encode_prompt(emb, prompt)
         # exact: the reference's ops; otherwise the HQ mask's last conv is folded into
         # the prompt's kernel (engines/hq_sam/fast.py: same value, ~2.4 GFLOP less per click)

@@ -122,8 +122,8 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
     name = "hq-sam"
 
     def __init__(self, model, hq_decoder: HqSam2Decoder, *, backbone_key: str, device=None,
-                 exact: bool = False, hq_token_only: bool = False):
-        super().__init__(model, backbone_key=backbone_key, device=device, exact=exact)
+                 exact: bool = False, hq_token_only: bool = False, runtime: str | None = None):
+        super().__init__(model, backbone_key=backbone_key, device=device, exact=exact, runtime=runtime)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.hq_decoder = hq_decoder.attach(self.model.sam_mask_decoder).to(self.device).eval()
@@ -135,7 +135,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
     @classmethod
     def from_state(cls, state: Mapping[str, torch.Tensor], path: str | Path, arch: str | None = None,
                    device=None, exact: bool = False, plugin: str | Path | None = None,
-                   hq_token_only: bool = False):
+                   hq_token_only: bool = False, runtime: str | None = None):
         arch = arch or guess_sam2_arch(state)
         if arch is None:
             raise CheckpointError(f"checkpoint {path} is not a SAM 2.1 checkpoint: it looks like "
@@ -161,7 +161,7 @@ class HqSam2Engine(sam2_engine.Sam2Engine):
         load_into(hq, hq_state, source, expected=f"the HQ-SAM 2 parts ({', '.join(HQ2_PARTS)}) "
                   f"for SAM 2.1 {arch}")
         return cls(model, hq, backbone_key=f"sam2:{arch}:{identity}", device=device, exact=exact,
-                   hq_token_only=hq_token_only)
+                   hq_token_only=hq_token_only, runtime=runtime)
 
     def decode(self, emb: Embedding, prompt, multimask: bool):
         sparse, dense = self.encode_prompt(emb, prompt)

@@ -19,7 +19,8 @@ def encoder_slot_of(engine) -> EncoderSlot | None:
 
 def encoder_runtime(engine) -> str | None:
     """The runtime answering for an engine's encoder now ('torch-fp32', 'openvino-bf16', ...);
-    None for engines whose encoder is not behind a slot (classic, GPU devices, HQ-SAM's ViT)."""
+    None for engines whose encoder is not behind a slot (classic, GPU devices, encoders
+    of their own such as PMG-SAM's)."""
     slot = encoder_slot_of(engine)
     return None if slot is None else slot.runtime
 

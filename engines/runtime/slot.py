@@ -23,21 +23,25 @@ log = logging.getLogger(__name__)
 
 class EncoderSlot:
     def __init__(self, module: nn.Module, example_shape: tuple[int, ...], *, arch_key: str,
-                 model_key: str, runtime: str | None = None, exact: bool = False,
-                 store: RuntimeStore | None = None):
+                 model_key: str, outputs: tuple[str, ...] = ("image_embed",),
+                 runtime: str | None = None, exact: bool = False, store: RuntimeStore | None = None):
         """`arch_key`: what a calibration is valid for (architecture and input size);
-        `model_key`: what a converted model is valid for (that plus the checkpoint)."""
-        self.module, self.example_shape = module, example_shape
-        self.arch_key, self.model_key = arch_key, model_key
+        `model_key`: what a converted model is valid for (that plus the checkpoint);
+        `outputs`: the names of the module's outputs, in order. Both keys end with them, so
+        two graphs on one encoder (SAM's embedding; HQ-SAM's embedding + early features)
+        never share a conversion, a calibration or a failure record."""
+        self.module, self.example_shape, self.outputs = module, example_shape, tuple(outputs)
+        names = ",".join(self.outputs)
+        self.arch_key, self.model_key = f"{arch_key}->{names}", f"{model_key}->{names}"
         self.store = store or RuntimeStore()
         self.message: str | None = None         # the last fallback, for the status bar
         self._lock = threading.Lock()
         if exact:
             self.wanted, self.needs_calibration = "exact", False
         else:
-            self.wanted, self.needs_calibration = resolve_runtime(runtime, arch_key, self.store)
+            self.wanted, self.needs_calibration = resolve_runtime(runtime, self.arch_key, self.store)
         self.runner = TorchRunner(module, self.wanted if self.wanted not in OV_PRECISION else "torch-fp32")
-        if self.wanted in OV_PRECISION and self.store.load_model(model_key) is not None:
+        if self.wanted in OV_PRECISION and self.store.load_model(self.model_key) is not None:
             self._build(None)                    # converted before: compiling is quick
 
     @property
@@ -55,6 +59,10 @@ class EncoderSlot:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.runner(x)
+
+    def named(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The outputs by name."""
+        return dict(zip(self.outputs, self.runner(x), strict=True))
 
     def example(self) -> torch.Tensor:
         return torch.randn(self.example_shape, generator=torch.Generator().manual_seed(0))

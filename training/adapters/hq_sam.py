@@ -10,6 +10,12 @@ logits, as the official code feeds it.
 The trained parts are saved as a plugin in the decoder-relative layout
 (`hf_token.weight`, ...) that `HqSamEngine.from_checkpoint(sam, plugin=...)` loads, or
 `engines.hq_sam.weights.merge_hq_plugin` turns into an official `sam_hq_vit_*.pth`.
+
+`--option fusion=false` (SAM hosts) trains the paper's ablation without global-local
+fusion: the HQ token reads only the decoder's upscaled mask features (hq_features are
+zeros, so the two fusion blocks get no gradient and stay at their initialisation). The
+flag is saved in the plugin's metadata, and the engine honours it on load; a merged
+official file has no metadata, so it always fuses.
 """
 from __future__ import annotations
 
@@ -74,8 +80,9 @@ class _HqAdapter(HostGeometry, PluginAdapter):
 class HqSamAdapter(_HqAdapter):
     """HQ-SAM on a `segment_anything_hq` Sam whose SAM weights are frozen."""
 
-    def __init__(self, model, *, arch: str, identity: str):
+    def __init__(self, model, *, arch: str, identity: str, fusion: bool = True):
         super().__init__(model, HqParts(model.mask_decoder), arch=arch, identity=identity)
+        self.fusion = fusion
         self.host = SamHost(model)
         self.model.eval()
         # the engines' CPU fast paths (equal up to float rounding; tests bound them)
@@ -92,7 +99,7 @@ class HqSamAdapter(_HqAdapter):
         device = self.model.pixel_mean.device
         embed = features["image_embed"].to(device, torch.float32)
         decoder = self.model.mask_decoder
-        hq = hq_features(decoder, embed, features["interm_0"].to(device, torch.float32))
+        hq = hq_features(decoder, embed, features["interm_0"].to(device, torch.float32), self.fusion)
         pe = self.model.prompt_encoder.get_dense_pe()
         logits = []
         for i, prompt in enumerate(prompts):
@@ -104,6 +111,9 @@ class HqSamAdapter(_HqAdapter):
             logits.append(select_hq_output(masks, iou, multimask=False, hq_token_only=True)[0])
         # the HQ mask has no IoU prediction of its own (SAM's IoU head is frozen)
         return AdapterOutput(torch.cat(logits))
+
+    def export(self, path, **meta: Any):
+        return super().export(path, fusion=self.fusion, **meta)
 
 
 class HqSam2Adapter(_HqAdapter):
@@ -155,16 +165,28 @@ class HqSam2Adapter(_HqAdapter):
         return AdapterOutput(torch.cat(logits))
 
 
+KNOWN = ("arch", "num_heads", "decoder_heads", "fusion")
+
+
 @register_adapter("hq-sam")
-def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
+def build_hq_sam_adapter(backbone: str, fusion: bool | str = True, **options) -> HqSamAdapter:
     """`backbone`: a SAM checkpoint (official ViT-B/L/H, MobileSAM's TinyViT, or a tiny SAM
     state dict saved from engines.hosts.tiny.tiny_sam / `annotator train sam`), an official
     HQ-SAM file (training then starts from its HQ weights), or a SAM 2.1 checkpoint.
     Options: `arch` (else read from the file), `num_heads` / `decoder_heads` for SAMs
-    whose head counts are not the defaults (see sam_config_from_state)."""
+    whose head counts are not the defaults (see sam_config_from_state), `fusion=false` for
+    the ablation without global-local fusion (SAM hosts; module docstring)."""
+    unknown = sorted(set(options) - set(KNOWN))
+    if unknown:
+        raise ValueError(f"hq-sam: unknown option(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}")
+    fusion = _flag(fusion, "fusion")
     state = load_state_dict(backbone, expected="SAM or SAM 2.1 (the frozen backbone of HQ-SAM)")
     identity = checkpoint_identity(backbone)
     if is_sam2_state(state):
+        if not fusion:
+            raise ValueError("hq-sam: fusion=false is an ablation of HQ-SAM's fusion block, which "
+                             "HQ-SAM 2 does not have (SAM 2's decoder fuses its high-resolution "
+                             f"features itself); {backbone} is a SAM 2.1 checkpoint")
         return _sam2_adapter(state, backbone, identity, options.get("arch"))
     arch = options.get("arch") or guess_hq_arch(state)
     if arch is None:
@@ -172,7 +194,18 @@ def build_hq_sam_adapter(backbone: str, **options) -> HqSamAdapter:
                               f"{describe_checkpoint(state)}")
     heads = {k: int(options[k]) for k in ("num_heads", "decoder_heads") if k in options}
     model = hq_from_sam_state(state, arch, source=backbone, **heads)   # HQ parts from the file if it has them
-    return HqSamAdapter(model, arch=arch, identity=identity)
+    return HqSamAdapter(model, arch=arch, identity=identity, fusion=fusion)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean option, from the command line's JSON (true / false) or text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):     # `--option fusion=0` parses as JSON
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ValueError(f"hq-sam: {name} must be true or false, not {value!r}")
 
 
 def _sam2_adapter(state, backbone: str, identity: str, arch: str | None) -> HqSam2Adapter:

@@ -6,35 +6,20 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import pytest
 import torch
 
 from engines.hosts import Sam2Engine, SamEngine, tiny_sam, tiny_sam2
 from engines.runtime import choice, encoders
-from engines.runtime.choice import FEATURE_BOUND, requested_runtime
-from engines.runtime.store import ENV_RUNTIME_DIR, RuntimeStore
-from engines.types import EngineError, Prompt
+from engines.runtime.choice import requested_runtime
+from engines.runtime.store import RuntimeStore
+from engines.types import EngineError
+
+from runtime_helpers import IMAGE, assert_within_bounds
+from runtime_helpers import features as _features
 
 if importlib.util.find_spec("openvino") is None:     # found, not imported (see the telemetry test)
     pytest.skip("OpenVINO is not installed", allow_module_level=True)
-RNG = np.random.default_rng(0)
-IMAGE = RNG.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One store for the module (conversions are the slow part), as the engines find it."""
-    folder = tmp_path_factory.mktemp("runtime")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV_RUNTIME_DIR, str(folder))
-        yield RuntimeStore(folder)
-
-
-@pytest.fixture
-def own_store(tmp_path, monkeypatch):
-    monkeypatch.setenv(ENV_RUNTIME_DIR, str(tmp_path))
-    return RuntimeStore(tmp_path)
 
 
 def _host(kind: str, runtime: str, store: RuntimeStore, exact: bool = False):
@@ -43,11 +28,6 @@ def _host(kind: str, runtime: str, store: RuntimeStore, exact: bool = False):
     host = cls(model, backbone_key=f"{kind}:tiny:abc123", device="cpu", exact=exact, runtime=runtime)
     assert host.encoder.store.dir == store.dir
     return host
-
-
-def _features(host):
-    emb = host.embed(IMAGE)
-    return tuple(emb.features[k] for k in sorted(emb.features))
 
 
 def _prepared(kind, runtime, store):
@@ -59,18 +39,7 @@ def _prepared(kind, runtime, store):
 @pytest.mark.parametrize("kind", ["sam", "sam2"])
 @pytest.mark.parametrize("runtime", ["torch-bf16", "openvino-fp32", "openvino-bf16"])
 def test_runtime_features_logits_and_masks_within_bounds(kind, runtime, store):
-    exact = _host(kind, "exact", store, exact=True)
-    fast = _prepared(kind, runtime, store)
-    ref, out = _features(exact), _features(fast)
-    err = encoders.relative_error(out, ref)
-    assert err <= FEATURE_BOUND[runtime], (runtime, err)
-    prompt = Prompt(points=np.array([[80.0, 60.0]]), labels=np.array([1]))
-    a, b = exact.predict(exact.embed(IMAGE), prompt), fast.predict(fast.embed(IMAGE), prompt)
-    la, lb = np.asarray(a.low_res_logits, np.float64), np.asarray(b.low_res_logits, np.float64)
-    assert np.linalg.norm(la - lb) / np.linalg.norm(la) <= 4 * FEATURE_BOUND[runtime]
-    inter = np.logical_and(a.masks[0], b.masks[0]).sum()
-    union = max(np.logical_or(a.masks[0], b.masks[0]).sum(), 1)
-    assert inter / union >= (0.999 if runtime == "openvino-fp32" else 0.9)
+    assert_within_bounds(_host(kind, "exact", store, exact=True), _prepared(kind, runtime, store), runtime)
 
 
 def test_backbone_keys_never_mix_precisions(store):
