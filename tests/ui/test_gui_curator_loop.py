@@ -33,7 +33,7 @@ def backbone(tmp_path):
     from engines.hosts.tiny import tiny_sam
     path = tmp_path / "elsewhere" / "tiny_sam.pth"     # not a catalogue file: pinned
     path.parent.mkdir()
-    torch.save(tiny_sam(seed=0).state_dict(), path)
+    torch.save(tiny_sam(img_size=128, seed=0).state_dict(), path)
     return path
 
 
