@@ -12,7 +12,6 @@ never imports torch).
 """
 from __future__ import annotations
 
-import shlex
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path

@@ -3,7 +3,6 @@ torch) that takes its arguments, prints its progress lines and writes its JSON; 
 refused before anything starts; the held-out images are the trainer's."""
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 import time

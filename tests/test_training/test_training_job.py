@@ -22,8 +22,8 @@ FAKE_TRAINER = textwrap.dedent('''
     import argparse, json, os, shutil, signal, sys, time
     p = argparse.ArgumentParser()
     p.add_argument("command"); p.add_argument("engine")
-    for name in ("--data", "--images", "--backbone", "--out", "--events", "--plugin-src",
-                 "--cache-dir", "--val-fraction", "--seed"):
+    for name in ("--data", "--images", "--backbone", "--out", "--events", "--val-fraction",
+                 "--seed", "--plugin-src", "--cache-dir"):
         p.add_argument(name)
     p.add_argument("--steps", type=int); p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", default="ok"); p.add_argument("--delay", type=float, default=0.0)

@@ -46,7 +46,7 @@ def label_every_image(qtbot, w):
         if i + 1 < len(CENTRES):
             image = w.image_id
             key(qtbot, w, Qt.Key.Key_D)
-            qtbot.waitUntil(lambda: w.image_id != image, timeout=WAIT_MS)
+            qtbot.waitUntil(lambda image=image: w.image_id != image, timeout=WAIT_MS)
     assert w.engine_label.text() == "engine: classic"
 
 
@@ -76,7 +76,8 @@ def test_label_train_route_and_evaluate(qtbot, tmp_path, image_folder, settings_
     def keeping(export):         # the real export, and a copy of what the trainer reads
         def wrapper(project, out_dir):
             data, images = export(project, out_dir)
-            kept["data"], kept["copy"] = data, shutil.copy(data, tmp_path / "trained_on.json")
+            kept["data"], kept["copy"] = data, tmp_path / "trained_on.json"
+            shutil.copy(data, kept["copy"])
             return data, images
         return wrapper
     monkeypatch.setattr(train_dialog, "export_project_for_training",
@@ -102,10 +103,10 @@ def test_label_train_route_and_evaluate(qtbot, tmp_path, image_folder, settings_
         qtbot.waitUntil(lambda: not train.running, timeout=RUN_MS)
         assert train.job.state == "done", train.result.text()
         argv = train.job.argv
-        flags = dict(zip(argv[argv.index("--data")::2], argv[argv.index("--data") + 1::2]))
+        flags = dict(zip(argv[argv.index("--data")::2], argv[argv.index("--data") + 1::2], strict=True))
         assert flags["--data"] == str(kept["data"]) and flags["--steps"] == "2"
         assert (flags["--val-fraction"], flags["--seed"]) == ("0.1", "0")
-        coco = json.loads(open(kept["copy"]).read())
+        coco = json.loads(kept["copy"].read_text())
         assert [c["name"] for c in coco["categories"]] == ["object"]
         assert sorted(i["file_name"] for i in coco["images"]) == ["img0.png", "img1.png", "img2.png"]
         per_image = {i["id"]: i["file_name"] for i in coco["images"]}
