@@ -29,12 +29,21 @@ from annotator.core.training_job import clock, export_project_for_training
 
 POLL_MS = 200
 SHORTCUT = "Ctrl+Shift+E"
+HEAD_TIPS = {"mIoU": "mean IoU with the true mask over the objects' prompts (%)",
+             "mBIoU": "mean boundary IoU: the band of 2% of the diagonal along the edges (%)",
+             "ST": "stability: how alike an object's masks are over its random prompts (%); "
+                   "— for a protocol with one fixed prompt",
+             "CI]": "plugin minus host, paired over the same objects and prompts"}
 
 
 def _number(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "—"
     return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _paired(p: dict | None) -> str:
@@ -63,7 +72,7 @@ class EvalDialog(QDialog):
         `python -m annotator.cli`."""
         super().__init__(parent)
         self.setWindowTitle("Evaluate a plugin")
-        self.resize(760, 520)
+        self.resize(900, 540)
         self.project, self.list_plugins, self.launcher = project, list_plugins, launcher
         self.directory = models_dir(directory)
         self.checkpoints = dict(checkpoints or {})
@@ -234,8 +243,9 @@ class EvalDialog(QDialog):
                 self._end("Stopped before the evaluation started.")
                 return
             names = ", ".join(self.held.images[:5]) + (" …" if len(self.held.images) > 5 else "")
-            self.split_info.setText(f"Held out: {len(self.held.images)} of {self.held.of_images} "
-                                    f"images, {self.held.objects} objects ({names or 'none'})")
+            self.split_info.setText(f"Held out: {len(self.held.images)} of "
+                                    f"{_count(self.held.of_images, 'image')}, "
+                                    f"{_count(self.held.objects, 'object')} ({names or 'none'})")
             if not self.held.objects:
                 self._end("The held-out images have no accepted masks yet: label some objects "
                           "on them (or on more images) before evaluating.", error=True)
@@ -270,9 +280,10 @@ class EvalDialog(QDialog):
                 self._end(f"Evaluation failed: {exc}", error=True)
                 return
             self._fill_table(host, job.engine, rows)
+            objects = _count(self.held.objects, "held-out object") if self.held else "?"
             self._end(f"{job.engine} ({job.plugin.name}) beside {host or 'its host'} on "
-                      f"{self.held.objects if self.held else '?'} held-out objects, "
-                      f"{job.prompts} prompts each; percent, higher is better.")
+                      f"{objects}, {_count(job.prompts, 'prompt')} each; percent, higher is "
+                      "better.")
             self.bar.setRange(0, 1)
             self.bar.setValue(1)
         elif job.state == STOPPED:
@@ -284,10 +295,12 @@ class EvalDialog(QDialog):
         paired = any(r.paired for r in rows)
         heads = ["Protocol", f"{host} mIoU", f"{engine} mIoU"]
         heads += ["Δ mIoU [95% CI]"] if paired else []
-        heads += [f"{host} boundary IoU", f"{engine} boundary IoU", f"{host} stability",
-                  f"{engine} stability", "Objects"]
+        heads += [f"{host} mBIoU", f"{engine} mBIoU", f"{host} ST", f"{engine} ST", "Objects"]
         self.table.setColumnCount(len(heads))
         self.table.setHorizontalHeaderLabels(heads)
+        for c, head in enumerate(heads):
+            tip = next((t for k, t in HEAD_TIPS.items() if head.endswith(k)), "")
+            self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             cells = [row.protocol, _number(row.host["miou"]), _number(row.plugin["miou"])]

@@ -168,7 +168,7 @@ def test_label_train_route_and_evaluate(qtbot, tmp_path, image_folder, settings_
         _, val = split_by_group(CocoInstances.load(kept["copy"], image_folder), 0.1, 0)
         trainer_val = sorted(i.file_name for i in val.images)   # what the trainer held out
         assert ev.held.images == trainer_val and ev.held.of_images == 3
-        assert f"Held out: 1 of 3 images, 1 objects ({trainer_val[0]})" == ev.split_info.text()
+        assert f"Held out: 1 of 3 images, 1 object ({trainer_val[0]})" == ev.split_info.text()
 
         results = job.results
         assert set(results) == {"stable-sam", "sam"}
@@ -183,11 +183,11 @@ def test_label_train_route_and_evaluate(qtbot, tmp_path, image_folder, settings_
             for engine in ("sam", "stable-sam"):
                 miou = results[engine][p]["miou"]
                 assert 0 <= miou <= 100 and cells[p][f"{engine} mIoU"] == f"{miou:.1f}"
-                assert cells[p][f"{engine} boundary IoU"] == f"{results[engine][p]['mbiou']:.1f}"
+                assert cells[p][f"{engine} mBIoU"] == f"{results[engine][p]['mbiou']:.1f}"
             assert cells[p]["Objects"] == "1" == str(results["stable-sam"][p]["n"])
-        assert cells["tight-box"]["sam stability"] == "—"      # one deterministic prompt
-        assert 0 <= float(cells["1-point"]["stable-sam stability"]) <= 100
-        assert "beside sam on 1 held-out objects" in ev.result.text()
+        assert cells["tight-box"]["sam ST"] == "—"      # one deterministic prompt
+        assert 0 <= float(cells["1-point"]["stable-sam ST"]) <= 100
+        assert "beside sam on 1 held-out object, 2 prompts each" in ev.result.text()
     finally:
         w.shutdown()
 
@@ -202,3 +202,53 @@ def test_evaluate_with_no_trained_plugin_says_what_to_do(qtbot, image_folder, se
     assert not ev.start() and "choose a trained plugin" in ev.result.text()
     assert eval_dialog.SHORTCUT in [a.shortcut().toString() for a in w.menus["File"].actions()]
     w.shutdown()
+
+
+def test_evaluate_shows_the_paired_difference_and_stops(qtbot, tmp_path, image_folder,
+                                                        settings_path, classic_factory):
+    """The eval command's newer JSON (a paired block, per-object keys) through the dialog,
+    from a stand-in command (test_eval_job.FAKE_EVAL); Stop ends a run with no numbers."""
+    import sys
+
+    from engines.files.plugin_index import InstalledPlugin
+
+    from test_eval_job import FAKE_EVAL
+    script, plugin, backbone = tmp_path / "fake_eval.py", tmp_path / "p.safetensors", tmp_path / "b.pth"
+    script.write_text(FAKE_EVAL)
+    plugin.write_bytes(b"")
+    backbone.write_bytes(b"")
+    w = open_window(qtbot, image_folder, classic_factory, settings_path)
+    try:
+        label_every_image(qtbot, w)
+        key(qtbot, w, Qt.Key.Key_E, CTRL_SHIFT)
+        ev = w.eval_dialog
+        ev.list_plugins = lambda folder, pinned: [
+            (InstalledPlugin(plugin, "hq-sam", "sam:tiny", "x", "2026-01-02T03:04"), backbone)]
+        ev.refresh()
+        assert ev.engine.currentText() == "hq-sam" and ev.start_button.isEnabled()
+        ev.launcher = [sys.executable, str(script), "--mode", "ok"]
+        qtbot.mouseClick(ev.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not ev.running, timeout=WAIT_MS)
+        heads = [ev.table.horizontalHeaderItem(c).text() for c in range(ev.table.columnCount())]
+        assert heads[:4] == ["Protocol", "sam mIoU", "hq-sam mIoU", "Δ mIoU [95% CI]"]
+        assert [ev.table.item(0, c).text() for c in range(4)] == \
+            ["tight-box", "40.0", "55.0", "+15.0 [+9.5, +20.0]"]
+        assert ev.bar.value() == ev.bar.maximum()
+
+        ev.launcher = [sys.executable, str(script), "--mode", "slow"]
+        qtbot.mouseClick(ev.start_button, Qt.MouseButton.LeftButton)
+        assert ev.table.rowCount() == 0                      # the last numbers are gone
+        qtbot.waitUntil(lambda: ev.phase.text() == "Evaluating…", timeout=WAIT_MS)
+        qtbot.mouseClick(ev.stop_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not ev.running, timeout=WAIT_MS)
+        assert ev.job.state == "stopped" and ev.result.text() == "Stopped; no numbers."
+        assert ev.table.rowCount() == 0 and ev.start_button.isEnabled()
+
+        ev.launcher = [sys.executable, str(script), "--mode", "bad"]
+        qtbot.mouseClick(ev.start_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not ev.running, timeout=WAIT_MS)
+        assert ev.result.text() == ("Evaluation failed: annotator eval: error: the val split "
+                                    "is empty")
+        assert "bold" in ev.result.styleSheet()
+    finally:
+        w.shutdown()
