@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,6 +24,7 @@ import numpy as np
 from annotator.core import geometry
 from annotator.core.errors import FormatError
 from annotator.core.formats import coco
+from annotator.core.formats._split import Split, split_ids
 from annotator.core.images import load_image as _core_load_image
 from engines.files import image_digest
 from training.api import TrainPrompt
@@ -230,33 +230,11 @@ def stored_prompt(log: list[dict[str, Any]], path: Any = "", record: str = ""
 def split_by_group(dataset: CocoInstances, val_fraction: float = 0.2, seed: int = 0
                    ) -> tuple[CocoInstances, CocoInstances]:
     """(train, val) with no image and no group on both sides (an image without a group is
-    a unit of its own). Units and their shuffle are those of the exporter's group split
-    (annotator.core.formats._split: sorted keys, random.Random(seed)), and val takes whole
-    units until it holds round(val_fraction * images) images, so a seed splits the same
-    way here and in an export; unlike the export, both sides are kept non-empty whenever
-    there are at least two units."""
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val fraction must be between 0 and 1 (exclusive), not {val_fraction!r}")
-    units: dict[str, list[int]] = {}
-    for img in dataset.images:
-        units.setdefault(f"g:{img.group}" if img.group else f"i:{img.id}", []).append(img.id)
-    keys = sorted(units)
-    random.Random(seed).shuffle(keys)
-    target = round(val_fraction * len(dataset.images))
-    val: list[str] = []
-    taken = 0
-    for key in keys:
-        if taken >= target:
-            break
-        val.append(key)
-        taken += len(units[key])
-    if len(keys) >= 2:
-        if not val:
-            val = keys[:1]
-        elif len(val) == len(keys):
-            val = val[:-1]
-    val_ids = {i for key in val for i in units[key]}
-    train_ids = {img.id for img in dataset.images} - val_ids
+    a unit of its own): the exporter's group split (annotator.core.formats._split.split_ids,
+    the one function the export, the trainer and `annotator eval` share), except that both
+    sides are kept non-empty whenever there are at least two units."""
+    train_ids, val_ids = split_ids(((img.id, img.group) for img in dataset.images),
+                                   Split("group", val_fraction, seed), keep_both=True)
     return dataset.subset(train_ids), dataset.subset(val_ids)
 
 

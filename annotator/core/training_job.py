@@ -10,14 +10,15 @@ very end (engines/files/plugins.py), so a stopped run leaves no half-written plu
 
 The event format is training/events.py's (start / encode / step / checkpoint / eval /
 done / error, one JSON object a line). The child's stdout and stderr go to a log file
-beside the events (a pipe nobody reads would fill up and stall it); its last lines are
-the error message when the process dies without an error event.
+beside the events (annotator/core/child_process.py); its last lines are the error
+message when the process dies without an error event. The run holds out the images of
+`HELD_OUT` (val fraction, seed), passed explicitly, so File ▸ Evaluate… (eval_job.py)
+scores the plugin on exactly those images.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
+from annotator.core import child_process
 from annotator.core.errors import CoreError
 from engines import manifest
 
@@ -34,6 +36,9 @@ EVENTS_FILE, LOG_FILE = "events.jsonl", "train.log"
 # engines whose plugin `annotator train` makes (the Train dialog lists them)
 TRAINABLE_ENGINES = tuple(info.name for info in manifest.list_engines(trainable=True))
 ENV_CACHE_DIR = "ANNOTATOR_CACHE_DIR"            # as engines/files/cache.py (which imports torch)
+# (val fraction, seed) of the validation split of a run started here: `annotator train`'s
+# defaults, passed explicitly because the evaluation must hold out the same images
+HELD_OUT = (0.1, 0)
 
 
 class TrainingDataError(CoreError):
@@ -115,7 +120,9 @@ class TrainingJob:
                      "--data", str(data_json), "--images", str(images_dir),
                      "--backbone", str(backbone), "--out", str(self.out_dir),
                      "--steps", str(int(steps)), "--batch-size", str(int(batch_size)),
-                     "--events", str(self.events_path), *map(str, extra_args)]
+                     "--events", str(self.events_path),
+                     "--val-fraction", str(HELD_OUT[0]), "--seed", str(HELD_OUT[1]),
+                     *map(str, extra_args)]
         self.env = env
         self.stop_timeout = stop_timeout
         self.progress = Progress(total=int(steps))
@@ -138,11 +145,7 @@ class TrainingJob:
             self._offset = self.events_path.stat().st_size
         except FileNotFoundError:
             self._offset = 0
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self.env or {})}
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, env=env,
-                                          preexec_fn=_default_sigint if os.name == "posix" else None)
+        self._proc = child_process.launch(self.argv, self.log_path, self.env)
         self._started = time.monotonic()
         self.state = RUNNING
         return self
@@ -184,10 +187,7 @@ class TrainingJob:
             return
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.stop_timeout
-            if os.name == "posix":
-                self._proc.send_signal(signal.SIGINT)
-            else:
-                self._proc.terminate()
+            child_process.interrupt(self._proc)
         if wait is not None:
             try:
                 self._proc.wait(wait)
@@ -202,14 +202,7 @@ class TrainingJob:
 
     def log_tail(self, lines: int = 8, max_chars: int = 2000) -> str:
         """The last lines the child printed (a progress bar's carriage returns split too)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, f.seek(0, 2) - 4 * max_chars))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        kept = [s.rstrip() for s in text.replace("\r", "\n").split("\n") if s.strip()]
-        return "\n".join(kept[-lines:])[-max_chars:]
+        return child_process.log_tail(self.log_path, lines, max_chars)
 
     # -- reading events
 
@@ -320,9 +313,3 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
 
-
-def _default_sigint() -> None:
-    """In the child, before exec: SIGINT back to its default. A program started in the
-    background by a shell inherits SIGINT as ignored, and Python then never raises
-    KeyboardInterrupt, so Stop would have to wait for the kill timeout."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

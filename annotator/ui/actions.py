@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 
 from annotator.ui.autolabel_dialog import show_autolabel_dialog
+from annotator.ui.eval_dialog import SHORTCUT as EVAL_SHORTCUT, show_eval_dialog
 from annotator.ui.model_dialog import show_model_dialog
 from annotator.ui.train_dialog import SHORTCUT as TRAIN_SHORTCUT, show_train_dialog
 
@@ -61,6 +62,7 @@ ACTIONS: tuple[Act, ...] = (
     Act("File", "Models…", ("Ctrl+M",), lambda w: show_model_dialog(w)),
     Act("File", "Auto-label images…", ("Ctrl+Shift+A",), lambda w: show_autolabel_dialog(w)),
     Act("File", "Train…", (TRAIN_SHORTCUT,), lambda w: show_train_dialog(w)),
+    Act("File", "Evaluate…", (EVAL_SHORTCUT,), lambda w: show_eval_dialog(w)),
     Act("File", "Restart engines", (), lambda w: w.reload_engines()),
     Act("File", "Quit", ("Ctrl+Q",), lambda w: w.close(), start=True, separator=True),
 

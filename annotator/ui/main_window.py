@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         self.models_dir = models_dir        # None: $ANNOTATOR_MODELS_DIR or the user data dir
         self.model_dialog = None            # File > Models…, made on first use
         self.train_dialog = None            # File > Train…, made on first use
+        self.eval_dialog = None             # File > Evaluate…, made on first use
         self.autolabel_dialog = None        # File > Auto-label images…, made on first use
         self.opener = None                  # opening.Opener: File > Open…, Recent, drops
         self.settings = settings
@@ -583,6 +584,8 @@ class MainWindow(QMainWindow):
             self.model_dialog.shutdown()
         if self.train_dialog is not None:
             self.train_dialog.shutdown()
+        if self.eval_dialog is not None:
+            self.eval_dialog.shutdown()
         if self.autolabel_dialog is not None:
             self.autolabel_dialog.shutdown()
         self._unsubscribe()

@@ -194,6 +194,8 @@ class TrainDialog(QDialog):
                 self.backbone.addItem(text, path)
         if keep is not None and self.backbone.findData(keep) >= 0:
             self.backbone.setCurrentIndex(self.backbone.findData(keep))
+        elif self.backbone.currentIndex() < 0 and self.backbone.count():
+            self.backbone.setCurrentIndex(0)   # with a placeholder set, Qt selects nothing
         self.backbone.setPlaceholderText("no SAM / SAM 2 checkpoint installed: Browse…, or "
                                          "File ▸ Models… to download one")
 
@@ -388,8 +390,7 @@ def show_train_dialog(window) -> TrainDialog:
     if dialog is None:
         dialog = TrainDialog(window, project=window.project, directory=window.models_dir)
         dialog.open_models.connect(lambda: show_model_dialog(window))
-        dialog.trained.connect(lambda _path: window.model_dialog is not None
-                               and window.model_dialog.refresh())
+        dialog.trained.connect(lambda path: _trained(window, path))
         window.train_dialog = dialog
     if not dialog.running:
         dialog.refresh_backbones(read_model_choice(window.settings)["checkpoints"])
@@ -397,3 +398,18 @@ def show_train_dialog(window) -> TrainDialog:
     dialog.raise_()
     dialog.activateWindow()
     return dialog
+
+
+def _trained(window, path: str) -> None:
+    """A run wrote a plugin: the running engines keep the routes they resolved, so restart
+    them (the next click then goes where the router sends it with this plugin there), and
+    refresh the dialogs that list plugins."""
+    from annotator.ui.settings import read_model_choice
+    if window.reload_engines():
+        window.statusBar().showMessage(f"trained {Path(path).name}; engines restarted, so "
+                                       "the next click uses it where the router picks it", 10000)
+    if window.model_dialog is not None:
+        window.model_dialog.refresh()
+    dialog = getattr(window, "eval_dialog", None)
+    if dialog is not None and not dialog.running:
+        dialog.refresh(read_model_choice(window.settings)["checkpoints"])

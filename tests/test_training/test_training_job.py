@@ -22,8 +22,8 @@ FAKE_TRAINER = textwrap.dedent('''
     import argparse, json, os, shutil, signal, sys, time
     p = argparse.ArgumentParser()
     p.add_argument("command"); p.add_argument("engine")
-    for name in ("--data", "--images", "--backbone", "--out", "--events", "--plugin-src",
-                 "--cache-dir"):
+    for name in ("--data", "--images", "--backbone", "--out", "--events", "--val-fraction",
+                 "--seed", "--plugin-src", "--cache-dir"):
         p.add_argument(name)
     p.add_argument("--steps", type=int); p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", default="ok"); p.add_argument("--delay", type=float, default=0.0)
@@ -94,7 +94,8 @@ def test_argv_is_the_train_command_without_a_shell(tmp_path):
     assert job.argv[4] == "hq-sam"
     assert flags == {"--data": "d.json", "--images": "imgs", "--backbone": "b.pth",
                      "--out": str(tmp_path / "r"), "--steps": "7", "--batch-size": "3",
-                     "--events": str(tmp_path / "r" / "events.jsonl"), "--lr": "0.0001"}
+                     "--events": str(tmp_path / "r" / "events.jsonl"),
+                     "--val-fraction": "0.1", "--seed": "0", "--lr": "0.0001"}
     assert job.state == "new" and job.poll() == []
 
 

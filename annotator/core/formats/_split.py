@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Iterable
 
 from annotator.core.dataset import Dataset
 
@@ -43,20 +44,37 @@ class Split:
 
 def split_image_ids(ds: Dataset, split: Split) -> tuple[set[int], set[int]]:
     """(train image ids, val image ids); disjoint, together all images."""
+    return split_ids(((img.id, img.group) for img in ds.images), split)
+
+
+def split_ids(images: Iterable[tuple[int, str]], split: Split, *, keep_both: bool = False
+              ) -> tuple[set[int], set[int]]:
+    """(train ids, val ids) of (image id, group) pairs: the one split the exporter, the
+    trainer and the evaluation all use (training.data.split_by_group calls it), so a seed
+    holds out the same images everywhere. `keep_both` keeps both sides non-empty whenever
+    there are at least two units (the trainer needs a validation set; an export may leave
+    val empty)."""
     units: dict[str, list[int]] = {}
-    for img in ds.images:
-        key = f"g:{img.group}" if split.by == "group" and img.group else f"i:{img.id}"
-        units.setdefault(key, []).append(img.id)
+    for image_id, group in images:
+        key = f"g:{group}" if split.by == "group" and group else f"i:{image_id}"
+        units.setdefault(key, []).append(image_id)
     keys = sorted(units)
     random.Random(split.seed).shuffle(keys)
-    target = round(split.val_fraction * len(ds.images))
-    val: set[int] = set()
+    target = round(split.val_fraction * sum(len(ids) for ids in units.values()))
+    val: list[str] = []
+    taken = 0
     for key in keys:
-        if len(val) >= target:
+        if taken >= target:
             break
-        val.update(units[key])
-    train = {img.id for img in ds.images} - val
-    return train, val
+        val.append(key)
+        taken += len(units[key])
+    if keep_both and len(keys) >= 2:
+        if not val:
+            val = keys[:1]
+        elif len(val) == len(keys):
+            val = val[:-1]
+    val_ids = {i for key in val for i in units[key]}
+    return {i for ids in units.values() for i in ids} - val_ids, val_ids
 
 
 def subset(ds: Dataset, image_ids: set[int]) -> Dataset:
