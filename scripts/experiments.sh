@@ -92,3 +92,66 @@ $A train ip-sam --backbone "$SAM2" "${CAMO[@]}" --steps 1200 --batch-size 4 --lr
     --grad-clip 1.0 --option config="$IP_NULL" --out "$EXP/ip-sam-null" --events "$EXP/ip-sam-null/events.jsonl"
 $A eval ip-sam --backbone "$SAM2" --plugin "$(ls "$EXP"/ip-sam-null/*.safetensors)" "${CAMO[@]}" \
     --json "$EXP/eval-ip-sam-null.json"
+
+# ---- Hosts with the papers' weaknesses, and SAM-MI (docs/experiments.md, the sections
+#      "Retraining on weak hosts" and "SAM-MI"; about 2 hours on 2 cores) ----
+# 7. Stable-SAM's host: a tiny SAM trained on tight boxes only (no clicks, no noisy boxes)
+BOX_MIX='{"tight-box": 1}'
+$A train sam --backbone scratch:tiny "${DATA[@]}" --steps 1200 --batch-size 8 --lr 8e-4 \
+    --warmup-steps 100 --prompt-mix "$BOX_MIX" --out "$EXP/boxsam1" --events "$EXP/boxsam1/events.jsonl"
+$A train sam --backbone "$(ls "$EXP"/boxsam1/sam-*.pth)" "${DATA[@]}" --steps 1500 --batch-size 8 \
+    --lr 8e-4 --schedule cosine --prompt-mix "$BOX_MIX" --out "$EXP/boxsam2" --events "$EXP/boxsam2/events.jsonl"
+BOXSAM=$(ls "$EXP"/boxsam2/sam-*.pth)
+$A eval sam --backbone "$BOXSAM" "${DATA[@]}" --protocol tight-box,noisy-box,1-point,3-point \
+    --prompts 5 --json "$EXP/eval-boxsam2-host.json"
+$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 600 --batch-size 8 \
+    --out "$EXP/stable" --events "$EXP/stable/events.jsonl"
+$A eval stable-sam --backbone "$BOXSAM" --plugin "$(ls "$EXP"/stable/*.safetensors)" "${DATA[@]}" \
+    --protocol tight-box,noisy-box,1-point,3-point --prompts 5 --json "$EXP/eval-stable.json"
+$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 600 --batch-size 8 --option drp=false \
+    --out "$EXP/stable-dsp" --events "$EXP/stable-dsp/events.jsonl"          # the +DSP ablation
+$A eval stable-sam --backbone "$BOXSAM" --plugin "$(ls "$EXP"/stable-dsp/*.safetensors)" "${DATA[@]}" \
+    --protocol tight-box,noisy-box,1-point,3-point --prompts 5 --json "$EXP/eval-stable-dsp.json"
+
+# 8. HQ-SAM's host: 8 px patches (32x32 tokens, a 128x128 mask grid at 256 px), trained briefly
+$A train sam --backbone scratch:tiny --option patch_size=8 "${DATA[@]}" --steps 900 --batch-size 8 \
+    --lr 8e-4 --warmup-steps 100 --schedule cosine --out "$EXP/finesam" --events "$EXP/finesam/events.jsonl"
+FINESAM=$(ls "$EXP"/finesam/sam-*.pth)
+THIN=legged,ring,stick-figure,cup,wire
+$A train hq-sam --backbone "$FINESAM" "${DATA[@]}" --steps 500 --batch-size 8 \
+    --out "$EXP/hq" --events "$EXP/hq/events.jsonl"
+$A eval hq-sam --backbone "$FINESAM" --plugin "$(ls "$EXP"/hq/*.safetensors)" "${DATA[@]}" \
+    --protocol tight-box,noisy-box --prompts 3 --json "$EXP/eval-hq.json"
+$A eval hq-sam --backbone "$FINESAM" --plugin "$(ls "$EXP"/hq/*.safetensors)" "${DATA[@]}" \
+    --protocol tight-box --categories "$THIN" --json "$EXP/eval-hq-thin.json"
+$A train hq-sam --backbone "$FINESAM" "${DATA[@]}" --steps 500 --batch-size 8 --option fusion=false \
+    --out "$EXP/hq-nofuse" --events "$EXP/hq-nofuse/events.jsonl"          # no global-local fusion
+$A eval hq-sam --backbone "$FINESAM" --plugin "$(ls "$EXP"/hq-nofuse/*.safetensors)" "${DATA[@]}" \
+    --protocol tight-box --categories "$THIN" --json "$EXP/eval-hq-nofuse-thin.json"
+
+# 9. SAM-MI: a random small CLIP (it cannot know unseen names), a tiny SAM on the default
+#    prompt mix (SAM-MI asks it about points), trained on 6 of the 8 categories
+$A train sam --backbone scratch:tiny "${DATA[@]}" --steps 1200 --batch-size 8 --lr 8e-4 \
+    --warmup-steps 100 --out "$EXP/mixsam1" --events "$EXP/mixsam1/events.jsonl"
+$A train sam --backbone "$(ls "$EXP"/mixsam1/sam-*.pth)" "${DATA[@]}" --steps 1000 --batch-size 8 \
+    --lr 8e-4 --schedule cosine --out "$EXP/mixsam2" --events "$EXP/mixsam2/events.jsonl"
+MIXSAM=$(ls "$EXP"/mixsam2/sam-*.pth)
+mkdir -p "$EXP/mi"
+.venv/bin/python scripts/sam_mi_experiment_inputs.py "$EXP/synth/instances.json" "$EXP/mi" \
+    --unseen blob,cup                       # clip_small_random.pt, config.json, seen6.json
+MI_CFG=$(cat "$EXP/mi/config.json")
+MI=(--option clip="$EXP/mi/clip_small_random.pt" --option config="$MI_CFG")
+$A train sam-mi --backbone "$MIXSAM" --data "$EXP/mi/seen6.json" --images "$EXP/synth/images" "${MI[@]}" \
+    --option stage=1 --steps 500 --batch-size 8 --lr 1e-3 --grad-clip 1.0 \
+    --out "$EXP/mi/stage1" --events "$EXP/mi/stage1/events.jsonl"
+$A train sam-mi --backbone "$MIXSAM" --data "$EXP/mi/seen6.json" --images "$EXP/synth/images" "${MI[@]}" \
+    --option stage=2 --option start_from="$(ls "$EXP"/mi/stage1/*.safetensors)" --steps 700 \
+    --batch-size 4 --lr 1e-3 --grad-clip 1.0 --out "$EXP/mi/stage2" --events "$EXP/mi/stage2/events.jsonl"
+$A eval sam-mi --backbone "$MIXSAM" --plugin "$(ls "$EXP"/mi/stage2/*.safetensors)" \
+    --option clip="$EXP/mi/clip_small_random.pt" "${DATA[@]}" --json "$EXP/eval-sam-mi.json"
+
+# figures of sections 7-8
+.venv/bin/python scripts/plot_experiments.py --out "${FIGURES:-docs/figures}" \
+    --curves "$EXP/boxsam2" "$EXP/stable" "$EXP/hq" --evals "$EXP/eval-stable.json" "$EXP/eval-hq.json" \
+    --examples "$EXP/eval-stable.json" --backbone "$BOXSAM" --plugin "$(ls "$EXP"/stable/*.safetensors)" \
+    "${DATA[@]}" --protocol noisy-box
