@@ -104,14 +104,14 @@ $A train sam --backbone "$(ls "$EXP"/boxsam1/sam-*.pth)" "${DATA[@]}" --steps 15
 BOXSAM=$(ls "$EXP"/boxsam2/sam-*.pth)
 $A eval sam --backbone "$BOXSAM" "${DATA[@]}" --protocol tight-box,noisy-box,1-point,3-point \
     --prompts 5 --json "$EXP/eval-boxsam2-host.json"
-$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 600 --batch-size 8 \
+$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 800 --batch-size 8 \
     --out "$EXP/stable" --events "$EXP/stable/events.jsonl"
 $A eval stable-sam --backbone "$BOXSAM" --plugin "$(ls "$EXP"/stable/*.safetensors)" "${DATA[@]}" \
     --protocol tight-box,noisy-box,1-point,3-point --prompts 5 --json "$EXP/eval-stable.json"
-$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 600 --batch-size 8 --option drp=false \
+$A train stable-sam --backbone "$BOXSAM" "${DATA[@]}" --steps 800 --batch-size 8 --option drp=false \
     --out "$EXP/stable-dsp" --events "$EXP/stable-dsp/events.jsonl"          # the +DSP ablation
 $A eval stable-sam --backbone "$BOXSAM" --plugin "$(ls "$EXP"/stable-dsp/*.safetensors)" "${DATA[@]}" \
-    --protocol tight-box,noisy-box,1-point,3-point --prompts 5 --json "$EXP/eval-stable-dsp.json"
+    --protocol tight-box,noisy-box,1-point,3-point --prompts 5 --json "$EXP/eval-stable-dsp-full.json"
 
 # 8. HQ-SAM's host: 8 px patches (32x32 tokens, a 128x128 mask grid at 256 px), trained briefly
 $A train sam --backbone scratch:tiny --option patch_size=8 "${DATA[@]}" --steps 900 --batch-size 8 \

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -168,27 +169,35 @@ SHAPES: dict[str, Callable[[Rng, int, np.ndarray, float], np.ndarray]] = {
 
 # ---- one image ----------------------------------------------------------------------------
 
-def render_image(rng: Rng, size: int) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """(size x size x 3 uint8 RGB, [(category, visible bool mask)...]) of one scene."""
+def render_image(rng: Rng, size: int, crowded: bool = False
+                 ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """(size x size x 3 uint8 RGB, [(category, visible bool mask)...]) of one scene.
+    `crowded`: 4-7 objects packed around one spot in one colour family, so a loose box
+    around one of them also covers its neighbours (Stable-SAM's cluttered scenes)."""
     bg_base = _colour(rng)
     canvas = _texture(rng, size, bg_base, (size / 4, size / 1.5), 6.0)
-    n_obj = int(rng.integers(2, 6))
+    n_obj = int(rng.integers(4, 8) if crowded else rng.integers(2, 6))
     kinds = [str(k) for k in rng.choice(CATEGORIES, n_obj)]
     if not any(k in THIN for k in kinds):
         kinds[int(rng.integers(n_obj))] = str(rng.choice(THIN))
     layers: list[tuple[str | None, np.ndarray]] = []   # (category or None for clutter, mask)
     n_clutter = int(rng.integers(2, 7))
     under = int(rng.integers(0, n_clutter + 1))
+    if crowded:     # drawn only here, so the default scenes stay what they were
+        spot, family = rng.uniform(0.35, 0.65, 2) * size, _colour(rng, bg_base)
     for i in range(n_clutter + n_obj):
         is_object = under <= i < under + n_obj
         c = rng.uniform(0.15, 0.85, 2) * size
+        if is_object and crowded:
+            c = np.clip(spot + rng.normal(0.0, 0.12 * size, 2), 0.1 * size, 0.9 * size)
         if is_object:
             kind = kinds[i - under]
             mask = SHAPES[kind](rng, size, c, size * rng.uniform(0.1, 0.22))
         else:
             kind = None
             mask = SHAPES[str(rng.choice(FILLED))](rng, size, c, size * rng.uniform(0.02, 0.05))
-        fill = _texture(rng, size, _colour(rng, bg_base), (3.0, 10.0), 10.0)
+        base = family + rng.normal(0.0, 25.0, 3) if is_object and crowded else _colour(rng, bg_base)
+        fill = _texture(rng, size, base, (3.0, 10.0), 10.0)
         canvas[mask > 0] = fill[mask > 0]
         layers.append((kind, mask > 0))
     return np.clip(canvas, 0, 255).astype(np.uint8), visible_objects(layers, size)
@@ -281,9 +290,19 @@ def generate_from_cli(argv: list[str] | None, prog: str, description: str, make)
     return args, path, json.loads(path.read_text(encoding="utf-8"))
 
 
+def generate_crowded(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0) -> Path:
+    """The same categories in crowded scenes (render_image's `crowded`)."""
+    return generate(out_dir, n_images, size, seed, render=partial(render_image, crowded=True),
+                    source="training.synthetic --crowded")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, path, doc = generate_from_cli(argv, "python -m training.synthetic",
-                                        "Generate the synthetic training dataset.", generate)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    crowded = "--crowded" in argv
+    argv = [a for a in argv if a != "--crowded"]
+    args, path, doc = generate_from_cli(argv, "python -m training.synthetic [--crowded]",
+                                        "Generate the synthetic training dataset.",
+                                        generate_crowded if crowded else generate)
     thin = sum(1 for a in doc["annotations"] if CATEGORIES[a["category_id"] - 1] in THIN)
     print(f"wrote {len(doc['images'])} images ({args.size}x{args.size}) to "
           f"{args.out / 'images'} and {len(doc['annotations'])} instances ({thin} with thin "

@@ -89,3 +89,26 @@ def test_command_line(tmp_path, capsys):
         "000000.png", "000001.png"]
     with pytest.raises(SystemExit):
         synthetic.main([str(tmp_path / "bad"), "--images", "0"])
+
+
+def test_crowded_scenes_pack_more_objects_closer_and_leave_the_default_unchanged(generated, tmp_path):
+    out, _ = generated
+    assert synthetic.main([str(tmp_path / "plain"), "--images", "5", "--size", "64"]) == 0
+    assert files(tmp_path / "plain") == files(out)          # the flag's draws are its own
+    crowded = synthetic.generate_crowded(tmp_path / "crowd", 12, size=128, seed=0)
+    plain = synthetic.generate(tmp_path / "plain128", 12, size=128, seed=0)
+
+    def stats(path):
+        doc = json.loads(path.read_text())
+        per_image, spread = {}, []
+        for a in doc["annotations"]:
+            x, y, w, h = a["bbox"]
+            per_image.setdefault(a["image_id"], []).append((x + w / 2, y + h / 2))
+        for centres in per_image.values():
+            spread.append(np.asarray(centres).std(axis=0).mean())
+        return len(doc["annotations"]) / len(doc["images"]), float(np.mean(spread))
+
+    (n_crowd, s_crowd), (n_plain, s_plain) = stats(crowded), stats(plain)
+    assert n_crowd > n_plain and s_crowd < s_plain
+    assert synthetic.main([str(tmp_path / "cli"), "--crowded", "--images", "1", "--size", "48"]) == 0
+    assert "--crowded" in json.loads((tmp_path / "cli" / "instances.json").read_text())["info"]["description"]
