@@ -111,13 +111,14 @@ def learning_curves(runs: list[dict], out: str | Path) -> Path:
         steps, loss = np.asarray(run["steps"]), np.asarray(run["loss"])
         loss_ax.plot(steps, loss, color=colour, alpha=0.25, linewidth=0.8)
         loss_ax.plot(steps, _running_mean(loss), color=colour, label=run["name"])
-        for (metric, (vsteps, values)), style in zip(sorted(run["val"].items()), _STYLES * 10):
+        shown = {m: v for m, v in run["val"].items() if m == "loss" or _is_miou(m)}
+        for (metric, (vsteps, values)), style in zip(sorted(shown.items()), _STYLES * 10):
             ax = loss_ax if metric == "loss" else val_ax     # held-out loss beside the training loss
             ax.plot(vsteps, values, style, color=colour, label=f"{run['name']} held-out {metric}")
     loss_ax.set(xlabel="step", ylabel="training loss", title="training loss")
     if all(min(r["loss"]) > 0 and min(r["val"].get("loss", ([], [1]))[1]) > 0 for r in runs):
         loss_ax.set_yscale("log")
-    val_ax.set(xlabel="step", ylabel="held-out metric", title="held-out validation")
+    val_ax.set(xlabel="step", ylabel="held-out mIoU", title="held-out validation (mIoU)")
     for ax in (loss_ax, val_ax):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -168,7 +169,7 @@ def example_masks(examples: list[dict], out: str | Path, title: str = "") -> Pat
     for row, ex in zip(axes, examples):
         crop = _crop(ex["gt"], ex["prompt"])
         panels = [("truth", ex["gt"], "#2ca02c")] + [
-            (f"{name}  IoU {ex['iou'][name]:.1f}", mask, "#1f77b4") for name, mask in ex["masks"].items()]
+            (f"{name}  IoU {ex['iou'][name]:.1f}", mask, "#e6007e") for name, mask in ex["masks"].items()]
         for ax, (label, mask, colour) in zip(row, panels):
             _overlay(ax, ex["image"], mask, colour, crop)
             if label != "truth":   # the truth's outline over each answer, to compare by eye
@@ -185,6 +186,11 @@ def example_masks(examples: list[dict], out: str | Path, title: str = "") -> Pat
 
 # -------------------------------------------------------------------- helpers
 _STYLES = ["o-", "s--", "^:", "d-."]
+
+
+def _is_miou(metric: str) -> bool:
+    """mIoU per protocol only: with mBIoU and the rest the legend outgrows the plot."""
+    return metric == "miou" or metric.endswith("/miou")
 
 
 def _colours(n: int) -> list:
@@ -217,9 +223,11 @@ def _crop(gt: np.ndarray, prompt) -> tuple[int, int, int, int]:
 def _overlay(ax, image: np.ndarray, mask: np.ndarray, colour: str, crop) -> None:
     from matplotlib.colors import to_rgb
     x0, y0, x1, y1 = crop
-    rgb = image[y0:y1, x0:x1].astype(float) / 255
+    # the scene dimmed to grey, so a colour mask stands out on the colourful synthetic images
+    grey = image[y0:y1, x0:x1].astype(float).mean(-1, keepdims=True) / 255
+    rgb = np.repeat(0.25 + 0.5 * grey, 3, axis=-1)
     m = np.asarray(mask, bool)[y0:y1, x0:x1]
-    rgb[m] = 0.45 * rgb[m] + 0.55 * np.array(to_rgb(colour))
+    rgb[m] = 0.35 * rgb[m] + 0.65 * np.array(to_rgb(colour))
     ax.imshow(rgb, interpolation="nearest")
 
 
