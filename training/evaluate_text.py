@@ -59,7 +59,7 @@ def evaluate_text(pipelines: Mapping[str, tuple[Any, dict]], items: Sequence, *,
             stats[name]["decoder_passes"].append(props.extras.get("decoder_passes", 0))
             dets[name] += [{"image_id": image_id, "category": c, "mask": props.masks[i],
                             "score": float(props.scores[i])}
-                           for i, c in enumerate(props.class_names) if c is not None]
+                           for i, c in enumerate(props.class_names or ()) if c is not None]
         if progress:
             progress(image_id, len(images))
     instance_vocab = [n for n in vocab if n != background]

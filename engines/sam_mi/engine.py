@@ -289,7 +289,7 @@ class SamMiEngine(SamPoints):
             labels.append(c)
         extras["unassigned"] = int((merged.assigned < 0).sum())
         if not keep:
-            return Proposals.empty(size, self.name, classes=tuple(names), extras=extras)
+            return Proposals.empty(size, self.name, classes=tuple(names), class_names=[], extras=extras)
         idx = torch.tensor(keep)
         scores = torch.tensor([float(class_scores[i, c]) if c >= 0 else float(class_scores[i].max())
                                for i, c in zip(keep, labels)])

@@ -81,6 +81,22 @@ def test_the_evaluator_gives_an_oracle_miou_1_and_ap_1():
                          )["o"]["miou"] == pytest.approx(1.0)
 
 
+class _Silent(_Oracle):
+    """An engine that finds nothing on the image (what a weak trained model can do)."""
+
+    def propose(self, emb, options):
+        from engines.types import Proposals
+        names = list(options["classes"])
+        semantic = np.full(scene()[1][0][0].shape, names.index("floor"), np.uint8)
+        return Proposals.empty(semantic.shape, "silent", classes=tuple(names),
+                               extras={"semantic": semantic})
+
+
+def test_an_engine_that_finds_no_instance_scores_ap_0_instead_of_failing():
+    r = evaluate_text({"silent": (_Silent(), {})}, scene_items(), background="floor")["silent"]
+    assert r["ap"] == 0.0 and 0.0 <= r["miou"] < 1.0
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return sam_mi_dataset(tmp_path_factory, "sammi-eval")
