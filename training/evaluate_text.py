@@ -67,7 +67,8 @@ def evaluate_text(pipelines: Mapping[str, tuple[Any, dict]], items: Sequence, *,
     for name in pipelines:
         scores = conf[name].scores()
         ap = mask_ap(truth, dets[name], instance_vocab, sizes)
-        out[name] = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], **ap,
+        out[name] = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
+                     "per_class_iou": dict(zip(vocab, scores["per_class_iou"])), **ap,
                      **{key: float(np.mean(v)) if v else float("nan") for key, v in stats[name].items()},
                      "images": len(images)}
     return out

@@ -75,6 +75,7 @@ def test_the_evaluator_gives_an_oracle_miou_1_and_ap_1():
     results = evaluate_text({"oracle": (_Oracle(), {})}, scene_items(), background="floor")
     r = results["oracle"]
     assert r["miou"] == pytest.approx(1.0) and r["ap"] == pytest.approx(1.0)
+    assert r["per_class_iou"] == pytest.approx({"square": 1.0, "disc": 1.0, "floor": 1.0})
     assert r["images"] == 1 and r["decoder_passes"] == 1
     # without a background class the unlabelled floor is ignored, whatever it is called
     assert evaluate_text({"o": (_Oracle(), {})}, scene_items(), vocabulary=["square", "disc", "floor"]
