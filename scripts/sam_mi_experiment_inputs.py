@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from engines.sam_mi.config import SamMiConfig
-    from engines.sam_mi.tiny import tiny_clip
+    from engines.sam_mi import SamMiConfig, tiny_clip
     SamMiConfig.from_dict(CONFIG).check()
     args.out.mkdir(parents=True, exist_ok=True)
     clip = tiny_clip(seed=args.seed, width=64, patch=16, image_size=192, layers=4, embed_dim=64)

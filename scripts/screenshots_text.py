@@ -65,10 +65,9 @@ def classic_masks(image):
 def tiny_factory(models: Path):
     """A session over the real Router, pinned to a seeded tiny SAM with a tiny CLIP beside
     it (so "text" routes to sam-mi, training-free); its masks from classic_masks."""
-    import numpy as np
     import torch
-    from PIL import Image
 
+    from annotator.core.images import load_image
     from annotator.core.session import EngineSession
     from engines.files import EmbeddingCache
     from engines.hosts import tiny_sam
@@ -81,7 +80,7 @@ def tiny_factory(models: Path):
     torch.save(tiny_clip(seed=CLIP_SEED).state_dict(), models / "ViT-B-16.pt")
     router = Router(models_dir=models, device="cpu", checkpoints={"sam": sam})
     engine = router.route("text").engine                  # built once; the router keeps it
-    engine._sam_masks = classic_masks(np.asarray(Image.open(PHOTO).convert("RGB")))
+    engine._sam_masks = classic_masks(load_image(PHOTO))
     print(f"text engine: {router.route('text').explain()}")
     return lambda on_event: EngineSession(router, EmbeddingCache(memory_mb=256, disk=False),
                                           on_event, device="cpu")

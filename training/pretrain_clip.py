@@ -29,8 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.sam_mi.clip import DenseClip, clip_preprocess
-from engines.sam_mi.tiny import tiny_clip
+from engines.sam_mi import DenseClip, clip_preprocess, tiny_clip
 
 from .items import items_from_coco
 

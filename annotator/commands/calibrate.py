@@ -62,7 +62,7 @@ def _encoder_engine(path: Path):
     """(engine, its backbone arch) whose encoder graph the file feeds: HQ-SAM's for an
     official sam_hq_* file (its graph also returns the early ViT feature, so it has its
     own conversion and calibration), else the plain SAM / SAM 2 host's."""
-    from engines.files.checkpoints import peek_state_dict
+    from engines.files import peek_state_dict
     from engines.hosts import build_host
     from engines.hq_sam import has_hq_weights
     if has_hq_weights(peek_state_dict(path, expected="SAM, SAM 2.1 or HQ-SAM")):

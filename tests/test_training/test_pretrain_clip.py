@@ -20,7 +20,7 @@ def test_a_short_run_learns_the_two_names_and_saves_a_loadable_clip(tmp_path):
     first, last = record["loss_first_last"]
     assert record["categories"] == ["disc", "square"] and last < first
     assert record["held_out"] is None                     # --val-fraction 0: nothing held out
-    from engines.sam_mi.tiny import tiny_clip
+    from engines.sam_mi import tiny_clip
     clip = tiny_clip(**pretrain_clip.SMALL)
     assert clip.load_state_dict(torch.load(path)).missing_keys == []
     assert any("2 categories: disc, square" in line for line in lines)

@@ -22,10 +22,7 @@ def _script():
 
 
 def test_inputs_drop_the_unseen_names_and_fit_the_config(tmp_path, capsys):
-    from engines.sam_mi.clip import DenseClip
-    from engines.sam_mi.config import SamMiConfig
-    from engines.sam_mi.model import SamMi
-    from engines.sam_mi.tiny import tiny_clip
+    from engines.sam_mi import DenseClip, SamMi, SamMiConfig, tiny_clip
     coco, _ = write_coco(tmp_path / "data")
     full = json.loads(coco.read_text())
     unseen = full["categories"][0]["name"]
