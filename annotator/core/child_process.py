@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -52,3 +53,36 @@ def _default_sigint() -> None:
     background by a shell inherits SIGINT as ignored, and Python then never raises
     KeyboardInterrupt, so Stop would have to wait for the kill timeout."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class StoppableChild:
+    """Stop for a job class that runs one child process (`_proc`, `alive`, `poll`):
+    SIGINT first, and `poll` kills it `stop_timeout` seconds on (`_overdue`)."""
+    _proc: subprocess.Popen | None
+    _stop_deadline: float | None = None
+    stop_timeout: float = 10.0
+
+    def stop(self, wait: float | None = None) -> None:
+        """Ask the child to stop (SIGINT; terminate where there is none). Returns at once
+        unless `wait` seconds are given: then it waits that long, kills the process if it
+        is still there, and reaps it. Either way `poll` says when it has gone."""
+        if not self.alive:
+            return
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.stop_timeout
+            interrupt(self._proc)
+        if wait is not None:
+            try:
+                self._proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self.poll()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_deadline is not None
+
+    def _overdue(self) -> bool:
+        """Stop was asked and the child ignored SIGINT for longer than stop_timeout."""
+        return self._stop_deadline is not None and time.monotonic() > self._stop_deadline

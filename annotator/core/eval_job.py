@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -112,7 +111,7 @@ def _metrics(scores: dict) -> dict[str, float | None]:
     return out
 
 
-class EvalJob:
+class EvalJob(child_process.StoppableChild):
     def __init__(self, engine: str, data_json: str | Path, images_dir: str | Path,
                  backbone: str | Path, plugin: str | Path, out_dir: str | Path, *,
                  protocols: str = DEFAULT_PROTOCOLS, prompts: int = DEFAULT_PROMPTS,
@@ -189,28 +188,9 @@ class EvalJob:
             self.progress.elapsed_s = time.monotonic() - self._started
             if exited:
                 self._ended()
-            elif self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+            elif self._overdue():
                 self._proc.kill()
         return lines
-
-    def stop(self, wait: float | None = None) -> None:
-        """Ask the command to stop (returns at once unless `wait` seconds are given)."""
-        if not self.alive:
-            return
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.stop_timeout
-            child_process.interrupt(self._proc)
-        if wait is not None:
-            try:
-                self._proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self.poll()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_deadline is not None
 
     def _read_new(self, everything: bool) -> list[str]:
         try:

@@ -104,7 +104,7 @@ def export_project_for_training(project: Any, out_dir: str | Path) -> tuple[Path
     return out, Path(project.image_root)
 
 
-class TrainingJob:
+class TrainingJob(child_process.StoppableChild):
     def __init__(self, engine: str, data_json: str | Path, images_dir: str | Path,
                  backbone: str | Path, out_dir: str | Path, steps: int, batch_size: int,
                  extra_args: Sequence[str] = (), python: str = sys.executable, *,
@@ -175,30 +175,9 @@ class TrainingJob:
             self.progress.elapsed_s = time.monotonic() - self._started
             if exited:
                 self._ended_without_result()
-            elif self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+            elif self._overdue():
                 self._proc.kill()                 # it ignored SIGINT for too long
         return events
-
-    def stop(self, wait: float | None = None) -> None:
-        """Ask the trainer to stop (SIGINT; terminate where there is none). Returns at once
-        unless `wait` seconds are given: then it waits that long, kills the process if it
-        is still there, and reaps it. Either way `poll` says when it has gone."""
-        if not self.alive:
-            return
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.stop_timeout
-            child_process.interrupt(self._proc)
-        if wait is not None:
-            try:
-                self._proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self.poll()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_deadline is not None
 
     def log_tail(self, lines: int = 8, max_chars: int = 2000) -> str:
         """The last lines the child printed (a progress bar's carriage returns split too)."""
