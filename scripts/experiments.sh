@@ -176,6 +176,15 @@ $A train sam-mi --backbone "$MIXSAM" --data "$EXP/mi/seen6.json" --images "$EXP/
     --batch-size 4 --lr 1e-3 --grad-clip 1.0 --out "$EXP/mi/t-stage2" --events "$EXP/mi/t-stage2/events.jsonl"
 $A eval sam-mi --backbone "$MIXSAM" --plugin "$(ls "$EXP"/mi/t-stage2/*.safetensors)" \
     --option clip="$EXP/mi/clip_trained/clip_small.pt" "${DATA[@]}" --json "$EXP/eval-sam-mi-trained-clip.json"
+# 9c. stage 2 again with SAM's mask filters open (the tiny host's predicted IoUs are below
+#     AMG's defaults, which drop every mask), evaluated with the same filters
+OPEN='{"pred_iou_thresh": 0, "stability_score_thresh": 0}'
+$A train sam-mi --backbone "$MIXSAM" --data "$EXP/mi/seen6.json" --images "$EXP/synth/images" "${MIT[@]}" \
+    --option stage=2 --option sam_options="$OPEN" --option start_from="$(ls "$EXP"/mi/t-stage1/*.safetensors)" \
+    --steps 700 --batch-size 4 --lr 1e-3 --grad-clip 1.0 --out "$EXP/mi/o-stage2" --events "$EXP/mi/o-stage2/events.jsonl"
+$A eval sam-mi --backbone "$MIXSAM" --plugin "$(ls "$EXP"/mi/o-stage2/*.safetensors)" \
+    --option clip="$EXP/mi/clip_trained/clip_small.pt" --option pred_iou_thresh=0 \
+    --option stability_score_thresh=0 "${DATA[@]}" --json "$EXP/eval-sam-mi-open.json"
 
 # figures of sections 7-8
 .venv/bin/python scripts/plot_experiments.py --out "${FIGURES:-docs/figures}" \
