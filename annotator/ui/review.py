@@ -216,6 +216,11 @@ class Review(QObject):
         self.w.latency_label.setText(f"latency: {event.ms:.0f} ms")
         where = "" if event.image_id == self.w.image_id else \
             f" on {self.w.project.image(event.image_id).file_name}"
+        note = (event.proposals.extras or {}).get("note")
+        if note and not conv.candidates:       # the engine says why it has nothing to offer
+            self.status.emit(f"{event.engine_name}: no candidates{where}: {note}")
+            self.w._flush()
+            return
         self.status.emit(f"{event.engine_name}: {len(conv.candidates)} candidate(s) added{where}"
                          f", {conv.duplicates} dropped as duplicates ({event.ms:.0f} ms) — "
                          "click one, Enter accepts, Delete rejects, Shift+Enter accepts all")

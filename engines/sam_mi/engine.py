@@ -122,6 +122,7 @@ class SamMiEngine(SamPoints):
         self._text: dict[str, torch.Tensor] = {}       # name -> (D,) embedding, most recent last
         self._decoded: OrderedDict = OrderedDict()     # (embedding, grid point) -> SAM's answer
         self.last_cached = 0                           # points the last request found decoded
+        self.last_answers = 0                          # SAM's masks of it before the filters
 
     @property
     def backbone_key(self) -> str:
@@ -262,11 +263,15 @@ class SamMiEngine(SamPoints):
         else:
             probs = F.interpolate(prob, size=work, mode="bilinear", align_corners=False)[0]
         probs = probs.float().cpu()
+        extras = {"mode": self.mode, "points": points.tolist(), "decoder_passes": passes,
+                  "points_cached": self.last_cached, "sam_answers": self.last_answers,
+                  "sam_masks": len(sam_masks), "aggregated": len(merged.masks)}
+        if self.last_answers and not len(sam_masks):     # a weak or retrained host's low scores
+            extras["note"] = (f"SAM's mask filters kept none of its {self.last_answers} masks "
+                              f"(pred_iou_thresh {opts.pred_iou_thresh}, stability_score_thresh "
+                              f"{opts.stability_score_thresh}): lower them for this host")
         return self._instances(names, sam_masks, sam_work, ious, merged, probs, (h, w), opts,
-                               extras={"mode": self.mode, "points": points.tolist(),
-                                       "decoder_passes": passes, "points_cached": self.last_cached,
-                                       "sam_masks": len(sam_masks),
-                                       "aggregated": len(merged.masks)})
+                               extras=extras)
 
     def _instances(self, names, sam_masks, sam_work, ious, merged, probs, size, opts, extras):
         area = sam_work.flatten(1).float()

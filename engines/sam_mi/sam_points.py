@@ -44,11 +44,13 @@ class SamPoints:
         host_emb = self.host_embedding(emb)
         key = _embedding_key(host_emb) if grid_index is not None else None
         masks, scores, passes, self.last_cached = [], [], 0, 0
+        self.last_answers = 0                 # SAM's masks before the filters (a note when none pass)
         for start in range(0, len(points), opts.points_per_batch):
             check_cancel(cancel)
             batch = np.arange(start, min(start + opts.points_per_batch, len(points)))
             low_res, iou, decoded = self._batch_answers(host_emb, points, batch, key, grid_index)
             passes += decoded
+            self.last_answers += len(iou)
             keep = iou > opts.pred_iou_thresh
             low_res, iou = low_res[keep], iou[keep]
             for s in range(0, len(low_res), UPSAMPLE_CHUNK):

@@ -137,3 +137,21 @@ def test_bad_options_and_files(tmp_path, files):
     adapter = build_adapter("sam-mi", str(sam), clip=str(clip), stage=1)
     with pytest.raises(ValueError, match="has no category"):
         adapter.prepare_items(nameless, train=True)
+
+
+def test_stage_2_warns_once_when_sams_filters_drop_every_mask(files):
+    sam, clip = files
+    two = build_adapter("sam-mi", str(sam), clip=str(clip), stage=2)
+    with pytest.warns(UserWarning, match="dropped every mask on 19 of the first 20 images"):
+        for i in range(20):
+            two._note_sam_answer(i != 0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # once: later answers do not warn again
+        for _ in range(30):
+            two._note_sam_answer(True)
+    fine = build_adapter("sam-mi", str(sam), clip=str(clip), stage=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for i in range(20):
+            fine._note_sam_answer(i % 2 == 0)      # half the images keep masks: no warning

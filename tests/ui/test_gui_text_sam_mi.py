@@ -13,7 +13,7 @@ from review_helpers import scene_folder
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, settings_path, monkeypatch, one_torch_thread):
+def window(request, qtbot, tmp_path, settings_path, monkeypatch, one_torch_thread):
     from annotator.core.session import build_session
     from engines.files import catalogue
     from engines.hosts.tiny import tiny_sam
@@ -29,8 +29,9 @@ def window(qtbot, tmp_path, settings_path, monkeypatch, one_torch_thread):
                         lambda arch: tiny_sam(img_size=128))
     monkeypatch.setenv("ANNOTATOR_MODELS_DIR", str(models))
     from engines.sam_mi.options import TextOptions      # random weights pass no AMG filter
+    pred_iou = getattr(request, "param", 0.0)           # a test may ask for a filter none passes
     monkeypatch.setattr("engines.sam_mi.engine.TextOptions", lambda **kw: TextOptions(
-        **{"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, **kw}))
+        **{"pred_iou_thresh": pred_iou, "stability_score_thresh": 0.0, **kw}))
 
     def factory(on_event):
         return build_session(on_event, models_dir=str(models), device="cpu", cache_mb=64)
@@ -61,3 +62,15 @@ def test_typed_class_names_become_named_candidates(qtbot, window):
     ann, = w.project.annotations(w.image_id)
     assert w.project.category(ann.category_id).name == pending[0].label
     assert ann.provenance["engine"] == "sam-mi" and ann.provenance["text"] == "box, blob"
+
+
+
+@pytest.mark.parametrize("window", [1.0], indirect=True)     # SAM's IoU never exceeds 1
+def test_when_sams_filters_keep_no_mask_the_status_bar_says_why(qtbot, window):
+    w = window
+    qtbot.keyClicks(w.text_field, "box")
+    qtbot.keyClick(w.text_field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "kept none of its" in w.statusBar().currentMessage(), timeout=WAIT_MS * 4)
+    assert "no candidates" in w.statusBar().currentMessage()
+    assert "pred_iou_thresh 1.0" in w.statusBar().currentMessage()
+    assert w.project.candidates(w.image_id) == []

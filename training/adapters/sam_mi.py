@@ -76,6 +76,7 @@ class SamMiAdapter(PluginAdapter):
         self.vocabulary: list[str] = []
         self._active: list[str] = []              # the vocabulary of the items being run
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._sam_calls = self._sam_empty = 0     # SAM answers at stage 2, and those left empty
         for p in self.parameters():
             p.requires_grad_(False)
         heads = self.model.heads
@@ -257,6 +258,7 @@ class SamMiAdapter(PluginAdapter):
         sam = {k: v[i:i + 1].float() for k, v in features.items() if k.startswith("sam.")}
         emb = Embedding("train", (h, w), self._sam_input_size((h, w)), sam)
         masks, _, _ = self._engine.sam_masks(emb, pts, self.sam_options)
+        self._note_sam_answer(len(masks) == 0 and self._engine.last_answers > 0)
         if len(masks):
             masks = F.interpolate(masks[:, None].float(), size=tuple(size), mode="area")[:, 0] >= 0.5
         else:
@@ -265,6 +267,21 @@ class SamMiAdapter(PluginAdapter):
         idx = F.interpolate(tspp.text_masks[i][None, None].float().cpu(), size=tuple(size), mode="nearest")[0, 0]
         text = idx.long()[None] == torch.arange(k)[:, None, None]
         return smagg(masks, text, self.cfg.alpha).masks, len(pts)
+
+    def _note_sam_answer(self, filtered_out: bool, window: int = 20) -> None:
+        """Warn once when SAM's filters drop every mask on most of the first images: mask
+        injection then trains on empty masks (a tiny or retrained host's predicted IoUs sit
+        below AMG's 0.88 / 0.95)."""
+        self._sam_calls += 1
+        self._sam_empty += filtered_out
+        if self._sam_calls == window and self._sam_empty >= 0.9 * window:
+            import warnings
+            opts = {k: self.sam_options.get(k, getattr(self._engine.defaults, k))
+                    for k in ("pred_iou_thresh", "stability_score_thresh")}
+            warnings.warn(f"sam-mi: SAM's mask filters ({', '.join(f'{k} {v}' for k, v in opts.items())}) "
+                          f"dropped every mask on {self._sam_empty} of the first {window} images, so mask "
+                          "injection trains on nothing; lower them with --option sam_options="
+                          "'{\"pred_iou_thresh\": 0, \"stability_score_thresh\": 0}'", stacklevel=2)
 
     def compute_loss(self, out: AdapterOutput, gts, loss_fn=None, frames=None) -> torch.Tensor:
         return out.extras["loss"]

@@ -218,3 +218,14 @@ def test_the_embedding_survives_the_disk_cache(free, image, tmp_path):
     opts = {"classes": ["red square", "blue disc"], **LENIENT}
     a, b = free.propose(emb, opts), free.propose(back, opts)
     assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
+
+
+def test_filters_that_keep_no_sam_mask_say_so(free, image):
+    emb = free.embed(image)
+    names = ["square", "disc"]
+    strict = free.propose(emb, {"classes": names, "pred_iou_thresh": 1.0})   # SAM's IoU never exceeds 1
+    assert len(strict) == 0 and strict.class_names == []
+    assert strict.extras["sam_answers"] > 0 and strict.extras["sam_masks"] == 0
+    assert "kept none of its" in strict.extras["note"] and "pred_iou_thresh 1.0" in strict.extras["note"]
+    lenient = free.propose(emb, {"classes": names, **LENIENT})
+    assert lenient.extras["sam_masks"] > 0 and "note" not in lenient.extras
