@@ -55,12 +55,35 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-class StoppableChild:
-    """Stop for a job class that runs one child process (`_proc`, `alive`, `poll`):
-    SIGINT first, and `poll` kills it `stop_timeout` seconds on (`_overdue`)."""
-    _proc: subprocess.Popen | None
+# the states of a job that runs one child process
+RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
+
+
+class ChildJob:
+    """What a window job that runs one child process shares (`_proc`, `state`, `poll`):
+    launching it, whether it lives, and stopping it: SIGINT first, and `poll` kills it
+    `stop_timeout` seconds on (`_overdue`)."""
+    _proc: subprocess.Popen | None = None
     _stop_deadline: float | None = None
     stop_timeout: float = 10.0
+    state: str = "new"
+
+    def _launch(self, argv: Sequence[str], log_path: str | Path, env: dict | None) -> None:
+        """Start the child once (OSError if the program cannot be started)."""
+        if self._proc is not None:
+            raise RuntimeError("this job was started already")
+        self._proc = launch(argv, log_path, env)
+        self._started = time.monotonic()
+        self.state = RUNNING
+
+    @property
+    def alive(self) -> bool:
+        """The process has not exited (it may still be writing its last output)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (DONE, FAILED, STOPPED)
 
     def stop(self, wait: float | None = None) -> None:
         """Ask the child to stop (SIGINT; terminate where there is none). Returns at once

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from annotator.core import child_process
+from annotator.core.child_process import DONE, FAILED, RUNNING, STOPPED  # noqa: F401  (re-exported)
 from annotator.core.errors import CoreError
 from annotator.core.training_job import HELD_OUT
 from engines import manifest
 
-RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
 RESULT_FILE, LOG_FILE = "eval.json", "eval.log"
 # engines `annotator eval` scores with the prompt protocols, beside their host: the
 # trained plugins that answer clicks and boxes (hq-sam, stable-sam)
@@ -111,7 +111,7 @@ def _metrics(scores: dict) -> dict[str, float | None]:
     return out
 
 
-class EvalJob(child_process.StoppableChild):
+class EvalJob(child_process.ChildJob):
     def __init__(self, engine: str, data_json: str | Path, images_dir: str | Path,
                  backbone: str | Path, plugin: str | Path, out_dir: str | Path, *,
                  protocols: str = DEFAULT_PROTOCOLS, prompts: int = DEFAULT_PROMPTS,
@@ -163,18 +163,8 @@ class EvalJob(child_process.StoppableChild):
         self.check()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.json_path.unlink(missing_ok=True)      # an earlier run's numbers are not ours
-        self._proc = child_process.launch(self.argv, self.log_path, self.env)
-        self._started = time.monotonic()
-        self.state = RUNNING
+        self._launch(self.argv, self.log_path, self.env)
         return self
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (DONE, FAILED, STOPPED)
 
     def poll(self) -> list[str]:
         """Lines printed since the last poll; updates progress, and state once it exits."""

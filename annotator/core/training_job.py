@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from annotator.core import child_process
+from annotator.core.child_process import DONE, FAILED, RUNNING, STOPPED  # noqa: F401  (re-exported)
 from annotator.core.errors import CoreError
 from engines import manifest
 
-RUNNING, DONE, FAILED, STOPPED = "running", "done", "failed", "stopped"
 EVENTS_FILE, LOG_FILE = "events.jsonl", "train.log"
 # engines whose plugin `annotator train` makes (the Train dialog lists them)
 TRAINABLE_ENGINES = tuple(info.name for info in manifest.list_engines(trainable=True))
@@ -104,7 +104,7 @@ def export_project_for_training(project: Any, out_dir: str | Path) -> tuple[Path
     return out, Path(project.image_root)
 
 
-class TrainingJob(child_process.StoppableChild):
+class TrainingJob(child_process.ChildJob):
     def __init__(self, engine: str, data_json: str | Path, images_dir: str | Path,
                  backbone: str | Path, out_dir: str | Path, steps: int, batch_size: int,
                  extra_args: Sequence[str] = (), python: str = sys.executable, *,
@@ -145,23 +145,12 @@ class TrainingJob(child_process.StoppableChild):
             self._offset = self.events_path.stat().st_size
         except FileNotFoundError:
             self._offset = 0
-        self._proc = child_process.launch(self.argv, self.log_path, self.env)
-        self._started = time.monotonic()
-        self.state = RUNNING
+        self._launch(self.argv, self.log_path, self.env)
         return self
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
-
-    @property
-    def alive(self) -> bool:
-        """The process has not exited (it may still be writing after its done event)."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (DONE, FAILED, STOPPED)
 
     def poll(self) -> list[dict]:
         """New complete events since the last poll; updates state, progress and results."""
