@@ -69,6 +69,28 @@ def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
         time.sleep(0.01)
 
 
+def shoot_main(doc: str, run_session, prefix: str, argv=None) -> int:
+    """The main of a screenshot script whose `run_session(out, work)` needs only a scratch
+    folder: --out, Xvfb when there is no screen, one QApplication."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = parser.parse_args(argv)
+    xvfb = start_xvfb()
+    if xvfb is not None:
+        os.environ["QT_QPA_PLATFORM"] = "xcb"
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            from PySide6.QtWidgets import QApplication
+            app = QApplication.instance() or QApplication(sys.argv[:1])
+            run_session(args.out, Path(tmp))
+            app.processEvents()
+        return 0
+    finally:
+        if xvfb is not None:
+            xvfb.terminate()
+
+
 def settle(ms: int = 300) -> None:
     """Let queued events and repaints run."""
     from PySide6.QtWidgets import QApplication

@@ -13,18 +13,15 @@ photos (one of them unreadable on purpose, to show how a failure is reported).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from screenshots import WINDOW_SIZE, settle, start_xvfb, wait_for  # noqa: E402
+from screenshots import WINDOW_SIZE, settle, shoot_main, wait_for  # noqa: E402
 
 # ../shared/data/photos of the checkout (of the main checkout, for a worktree)
 PHOTOS = next((p / "shared" / "data" / "photos" for p in ROOT.parents
@@ -140,23 +137,7 @@ def run_session(out: Path, work: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    args = parser.parse_args(argv)
-    xvfb = start_xvfb()
-    if xvfb is not None:
-        os.environ["QT_QPA_PLATFORM"] = "xcb"
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="annotator-review-shots-") as tmp:
-            from PySide6.QtWidgets import QApplication
-            app = QApplication.instance() or QApplication(sys.argv[:1])
-            run_session(args.out, Path(tmp))
-            app.processEvents()
-        return 0
-    finally:
-        if xvfb is not None:
-            xvfb.terminate()
+    return shoot_main(__doc__, run_session, "annotator-review-shots-", argv)
 
 
 if __name__ == "__main__":

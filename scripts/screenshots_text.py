@@ -15,17 +15,14 @@ the text box, Enter, Tab to select a candidate.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from screenshots import WINDOW_SIZE, settle, start_xvfb, wait_for
+from screenshots import WINDOW_SIZE, settle, shoot_main, wait_for
 
 PHOTO = ROOT / "resources" / "samples" / "coffee.png"
 CLASSES = "cup, spoon"      # short enough for the toolbar's text box
@@ -132,23 +129,7 @@ def run_session(out: Path, work: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    args = parser.parse_args(argv)
-    xvfb = start_xvfb()
-    if xvfb is not None:
-        os.environ["QT_QPA_PLATFORM"] = "xcb"
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="annotator-text-shots-") as tmp:
-            from PySide6.QtWidgets import QApplication
-            app = QApplication.instance() or QApplication(sys.argv[:1])
-            run_session(args.out, Path(tmp))
-            app.processEvents()
-        return 0
-    finally:
-        if xvfb is not None:
-            xvfb.terminate()
+    return shoot_main(__doc__, run_session, "annotator-text-shots-", argv)
 
 
 if __name__ == "__main__":
