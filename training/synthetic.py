@@ -274,15 +274,20 @@ def generate(out_dir: str | Path, n_images: int, size: int = 256, seed: int = 0,
     return path
 
 
-def generate_from_cli(argv: list[str] | None, prog: str, description: str, make):
-    """Parse a generator's command line (out, --images, --size, --seed) and run `make(out,
-    images, size, seed)`: (args, path of instances.json, its COCO document)."""
+def generate_from_cli(argv: list[str] | None, prog: str, description: str, make,
+                      variants: dict[str, tuple[str, Any]] | None = None):
+    """Parse a generator's command line (out, --images, --size, --seed, and a --FLAG per
+    `variants` entry FLAG: (help, make) that generates with that make instead) and run
+    `make(out, images, size, seed)`: (args, path of instances.json, its COCO document)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("out", type=Path, help="output folder (images/ and instances.json)")
     parser.add_argument("--images", type=int, default=200, help="number of images (200)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    for flag, (help_text, _) in (variants or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=help_text)
     args = parser.parse_args(argv)
+    make = next((m for flag, (_, m) in (variants or {}).items() if getattr(args, flag)), make)
     try:
         path = make(args.out, args.images, args.size, args.seed)
     except ValueError as exc:
@@ -297,12 +302,10 @@ def generate_crowded(out_dir: str | Path, n_images: int, size: int = 256, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    crowded = "--crowded" in argv
-    argv = [a for a in argv if a != "--crowded"]
-    args, path, doc = generate_from_cli(argv, "python -m training.synthetic [--crowded]",
-                                        "Generate the synthetic training dataset.",
-                                        generate_crowded if crowded else generate)
+    crowded = ("4-7 objects packed around one spot in one colour family", generate_crowded)
+    args, path, doc = generate_from_cli(argv, "python -m training.synthetic",
+                                        "Generate the synthetic training dataset.", generate,
+                                        variants={"crowded": crowded})
     thin = sum(1 for a in doc["annotations"] if CATEGORIES[a["category_id"] - 1] in THIN)
     print(f"wrote {len(doc['images'])} images ({args.size}x{args.size}) to "
           f"{args.out / 'images'} and {len(doc['annotations'])} instances ({thin} with thin "
