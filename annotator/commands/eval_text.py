@@ -28,11 +28,13 @@ def eval_text(args, items, options: dict) -> int:
     request.pop("classes", None)
     factory = get_spec(args.engine).factory
     try:
-        try:
-            engine = factory.from_checkpoint(args.backbone, device=args.device, plugin=args.plugin,
-                                             **options)
-        except TypeError as exc:      # a misspelt --option reaches from_checkpoint
-            raise _NoSuchOption(str(exc)) from exc
+        engine = factory.from_checkpoint(args.backbone, device=args.device, plugin=args.plugin,
+                                         **options)
+    except TypeError as exc:          # a misspelt --option reaches from_checkpoint
+        return _error(f"{args.engine} takes no such option ({exc})")
+    except (EngineError, ValueError) as exc:
+        return _error(str(exc))
+    try:
         engine.check_options({**request, "classes": ["-"]})
         pipelines = {f"{args.engine} ({engine.mode})": (engine, request)}
         if not args.no_baseline:
@@ -44,17 +46,15 @@ def eval_text(args, items, options: dict) -> int:
         print(f"evaluating {', '.join(pipelines)} on {len({i.source for i in items})} images",
               file=sys.stderr)
         results = evaluate_text(pipelines, items, background=background)
-    except _NoSuchOption as exc:
-        print(f"annotator eval: error: {args.engine} takes no such option ({exc})", file=sys.stderr)
-        return 2
     except (EngineError, ValueError) as exc:
-        print(f"annotator eval: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     print(format_text_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
-class _NoSuchOption(Exception):
-    """from_checkpoint refused a keyword: only that TypeError means a misspelt --option."""
+
+def _error(message: str) -> int:
+    print(f"annotator eval: error: {message}", file=sys.stderr)
+    return 2
