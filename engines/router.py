@@ -110,7 +110,7 @@ class Router:
                 continue
             found = self._locate(name)
             return Routed(self._build(name, found), name, found.checkpoint, skipped, found.plugin,
-                          self.mode(name))
+                          self.mode(name, found))
         head = NOT_INSTALLED_HINT.get(task, f"no engine can answer a {task} prompt")
         raise EngineError(f"{head} ({'; '.join(skipped)})")
 
@@ -200,15 +200,15 @@ class Router:
             return self._plugin_pair(name, self.host_backbones(spec.plugin_hosts), plugin)
         return Located()
 
-    def mode(self, name: str) -> str | None:
+    def mode(self, name: str, found: Located | None = None) -> str | None:
         """Which mode an engine with an optional plugin on another engine's checkpoints
         (sam-mi) runs in and why, without building it: "trained plugin X (...)" or
         "training-free: no trained plugin for the installed host (...)". None for the
-        other engines, which have one mode."""
+        other engines, which have one mode. `found`: what `_locate` already gave."""
         spec = get_spec(name)
         if not (spec.checkpoints_of and spec.plugin_hosts):
             return None
-        found = self._locate(name)
+        found = self._locate(name) if found is None else found
         host = found.checkpoint.name if found.checkpoint else "none installed"
         if found.plugin is not None:
             pinned = ", pinned" if name in self.plugins else ""
@@ -342,7 +342,6 @@ class Router:
                 self._built[key] = factory.from_checkpoint(found.checkpoint, arch=found.arch,
                                                            device=self.device, **extra)
         return self._built[key]
-
 
 
 def _identity(path: Path) -> str | None:
